@@ -1,0 +1,22 @@
+//! Everything a language model needs before the model: the dataset registry and
+//! verified fetching, the book's text cleaning and tokenization, `Vocab`, the
+//! corpus as token indices, the random and sequential minibatch samplers, and
+//! n-gram statistics (Dive into Deep Learning, sections 8.2 and 8.3).
+
+mod corpus;
+mod error;
+mod fetch;
+mod ngram;
+mod registry;
+mod sampler;
+mod text;
+mod vocab;
+
+pub use corpus::{Corpus, CorpusSource, load_corpus};
+pub use error::DataError;
+pub use fetch::{DataDirs, fetch_dataset, sha1_hex};
+pub use ngram::{NgramCounts, count_ngrams};
+pub use registry::{Cleaning, DatasetSpec, VocabOver, dataset, dataset_names};
+pub use sampler::{Batch, Sampler, epoch_batches};
+pub use text::{TokenKind, clean_lines, tokenize};
+pub use vocab::Vocab;

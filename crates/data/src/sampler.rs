@@ -1,0 +1,138 @@
+//! Minibatches for language models (book section 8.3.4): random sampling and
+//! sequential partitioning, with the book's index arithmetic.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rand::seq::SliceRandom;
+use rand::{Rng, RngExt};
+use serde::{Deserialize, Serialize};
+
+use crate::DataError;
+
+/// How an epoch is cut into minibatches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Sampler {
+    /// `seq_data_iter_random`: random, non-overlapping subsequences.
+    Random,
+    /// `seq_data_iter_sequential`: row b of batch k+1 continues row b of batch k.
+    Sequential,
+}
+
+/// One minibatch: `x` and `y` are `[batch_size, num_steps]` row-major; `y` is `x` shifted by one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub x: Vec<usize>,
+    pub y: Vec<usize>,
+    pub batch_size: usize,
+    pub num_steps: usize,
+}
+
+impl Batch {
+    fn tensor(values: &[usize], shape: [usize; 2], device: &Device) -> Tensor<2, Int> {
+        let data: Vec<i64> = values.iter().map(|&v| v as i64).collect();
+        Tensor::from_data(TensorData::new(data, shape), device)
+    }
+
+    /// `(X, Y)` as `Tensor<2, Int>` of shape `[batch_size, num_steps]` on `device`.
+    pub fn to_tensors(&self, device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
+        let shape = [self.batch_size, self.num_steps];
+        (
+            Self::tensor(&self.x, shape, device),
+            Self::tensor(&self.y, shape, device),
+        )
+    }
+}
+
+/// All minibatches of one epoch. The random offset (and, for `Random`, the shuffle)
+/// comes from `rng`, so a seeded rng makes the epoch reproducible.
+pub fn epoch_batches(
+    corpus: &[usize],
+    batch_size: usize,
+    num_steps: usize,
+    sampler: Sampler,
+    rng: &mut impl Rng,
+) -> Result<Vec<Batch>, DataError> {
+    check_sizes(corpus.len(), batch_size, num_steps)?;
+    Ok(match sampler {
+        Sampler::Random => random(corpus, batch_size, num_steps, rng),
+        Sampler::Sequential => sequential(corpus, batch_size, num_steps, rng),
+    })
+}
+
+/// Both samplers yield at least one batch for every offset exactly when this passes:
+/// the worst offset drops `num_steps` tokens (sequential) and leaves one for the shift.
+fn check_sizes(len: usize, batch_size: usize, num_steps: usize) -> Result<(), DataError> {
+    if batch_size == 0 {
+        return Err(DataError::invalid("batch_size", 0, "a positive integer"));
+    }
+    if num_steps == 0 {
+        return Err(DataError::invalid("num_steps", 0, "a positive integer"));
+    }
+    let needed = batch_size * num_steps + num_steps + 1;
+    if len < needed {
+        return Err(DataError::invalid(
+            "batch_size x num_steps",
+            format!("{batch_size} x {num_steps}"),
+            format!(
+                "at most a corpus of {len} tokens allows: batch_size * num_steps + num_steps + 1 <= {len} (needs {needed})"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+fn random(corpus: &[usize], batch_size: usize, num_steps: usize, rng: &mut impl Rng) -> Vec<Batch> {
+    let corpus = &corpus[rng.random_range(0..num_steps)..];
+    let num_subseqs = (corpus.len() - 1) / num_steps;
+    let mut starts: Vec<usize> = (0..num_subseqs).map(|i| i * num_steps).collect();
+    starts.shuffle(rng);
+    starts
+        .chunks_exact(batch_size)
+        .map(|chunk| {
+            let window = |shift: usize| -> Vec<usize> {
+                chunk
+                    .iter()
+                    .flat_map(|&s| &corpus[s + shift..s + shift + num_steps])
+                    .copied()
+                    .collect()
+            };
+            Batch {
+                x: window(0),
+                y: window(1),
+                batch_size,
+                num_steps,
+            }
+        })
+        .collect()
+}
+
+fn sequential(
+    corpus: &[usize],
+    batch_size: usize,
+    num_steps: usize,
+    rng: &mut impl Rng,
+) -> Vec<Batch> {
+    let offset = rng.random_range(0..=num_steps);
+    let num_tokens = ((corpus.len() - offset - 1) / batch_size) * batch_size;
+    let row_len = num_tokens / batch_size;
+    let num_batches = row_len / num_steps;
+    (0..num_batches)
+        .map(|k| {
+            let window = |shift: usize| -> Vec<usize> {
+                (0..batch_size)
+                    .flat_map(|b| {
+                        let start = offset + shift + b * row_len + k * num_steps;
+                        &corpus[start..start + num_steps]
+                    })
+                    .copied()
+                    .collect()
+            };
+            Batch {
+                x: window(0),
+                y: window(1),
+                batch_size,
+                num_steps,
+            }
+        })
+        .collect()
+}

@@ -1,0 +1,105 @@
+//! Text cleaning (`read_time_machine`) and tokenization (`tokenize`), book section 8.2.
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Cleaning, DataError};
+
+/// Token granularity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TokenKind {
+    /// Every character of a line, spaces included (Unicode scalar values, never bytes).
+    Char,
+    /// Whitespace-separated words.
+    Word,
+}
+
+impl std::str::FromStr for TokenKind {
+    type Err = DataError;
+    fn from_str(s: &str) -> Result<Self, DataError> {
+        match s {
+            "char" => Ok(Self::Char),
+            "word" => Ok(Self::Word),
+            _ => Err(DataError::invalid("token", s, "`char` or `word`")),
+        }
+    }
+}
+
+/// Cleans raw text into lines.
+///
+/// `Letters`: per line, `re.sub('[^A-Za-z]+', ' ', line).strip().lower()`.
+/// `Unicode`: `text.replace('\n', ' ').replace('\r', ' ')` as one line.
+pub fn clean_lines(text: &str, cleaning: Cleaning) -> Vec<String> {
+    match cleaning {
+        Cleaning::Letters => text.lines().map(clean_letters).collect(),
+        Cleaning::Unicode => vec![text.replace(['\n', '\r'], " ")],
+    }
+}
+
+fn clean_letters(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut in_gap = false;
+    for c in line.chars() {
+        if c.is_ascii_alphabetic() {
+            if in_gap && !out.is_empty() {
+                out.push(' ');
+            }
+            in_gap = false;
+            out.push(c.to_ascii_lowercase());
+        } else {
+            in_gap = true;
+        }
+    }
+    out
+}
+
+/// Splits each line into tokens; an empty line gives no tokens.
+pub fn tokenize(lines: &[String], kind: TokenKind) -> Vec<Vec<String>> {
+    lines
+        .iter()
+        .map(|line| match kind {
+            TokenKind::Char => line.chars().map(String::from).collect(),
+            TokenKind::Word => line.split_whitespace().map(String::from).collect(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn letters_cleaning_matches_the_regex_strip_lower() {
+        let lines = clean_lines(
+            "The Time Machine, by H. G. Wells [1898]\n\n  --Hello!!  World-- \r\n",
+            Cleaning::Letters,
+        );
+        assert_eq!(lines, ["the time machine by h g wells", "", "hello world"]);
+    }
+
+    #[test]
+    fn unicode_cleaning_keeps_characters_and_joins_lines() {
+        let lines = clean_lines("想要\r\n有直升机\n!", Cleaning::Unicode);
+        assert_eq!(lines, ["想要  有直升机 !"]);
+    }
+
+    #[test]
+    fn tokenize_chars_and_words() {
+        let lines = vec!["ab c".to_string(), String::new(), "分开 x".to_string()];
+        assert_eq!(
+            tokenize(&lines, TokenKind::Char),
+            vec![vec!["a", "b", " ", "c"], vec![], vec!["分", "开", " ", "x"]]
+        );
+        assert_eq!(
+            tokenize(&lines, TokenKind::Word),
+            vec![vec!["ab", "c"], vec![], vec!["分开", "x"]]
+        );
+        assert!(
+            "byte"
+                .parse::<TokenKind>()
+                .unwrap_err()
+                .to_string()
+                .contains("`char` or `word`")
+        );
+    }
+}
