@@ -1,0 +1,66 @@
+//! The loss and one training step shared by the trainer and the parity check.
+
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Int, Tensor, TensorData};
+
+use crate::{Model, grad_clipping};
+
+/// Mean cross-entropy of logits `[T * B, V]` against `Y [B, T]` read as `Y.T.reshape(-1)`.
+pub fn cross_entropy(logits: Tensor<2>, y: Tensor<2, Int>) -> Tensor<1> {
+    let [b, t] = y.dims();
+    let targets = y.transpose().reshape([t * b, 1]);
+    let log_probs = burn::tensor::activation::log_softmax(logits, 1);
+    -log_probs.gather(1, targets).mean()
+}
+
+/// What one update did, for logging and the parity check.
+pub struct StepResult {
+    pub model: Model,
+    pub loss: Tensor<1>,
+    pub logits: Tensor<2>,
+    pub state: Tensor<3>,
+    pub grad_norm: Option<Tensor<1>>,
+    /// With `keep_grads`: every gradient by parameter name, before and after clipping.
+    pub grads: Vec<(String, TensorData)>,
+    pub clipped_grads: Vec<(String, TensorData)>,
+}
+
+/// Forward, backward, `grad_clipping(theta)`, `optimizer.step(lr)`.
+/// `keep_grads` keeps a copy of the unclipped gradients (the parity check reads them).
+#[allow(clippy::too_many_arguments)]
+pub fn train_step(
+    model: Model,
+    optimizer: &mut ModuleOptimizer,
+    x: Tensor<2, Int>,
+    y: Tensor<2, Int>,
+    state: Tensor<3>,
+    theta: f64,
+    lr: f64,
+    keep_grads: bool,
+) -> StepResult {
+    let (logits, state) = model.forward(x, state);
+    let loss = cross_entropy(logits.clone(), y);
+    let grads = GradientsParams::from_grads(loss.backward(), &model);
+    let read = |g: &GradientsParams| -> Vec<(String, TensorData)> {
+        if !keep_grads {
+            return Vec::new();
+        }
+        let named = model.named_params().into_iter();
+        named
+            .filter_map(|(name, p)| Some((name, p.grad(g)?)))
+            .collect()
+    };
+    let kept = read(&grads);
+    let (clipped, grad_norm) = grad_clipping(&model, grads, theta);
+    let clipped_grads = read(&clipped);
+    let model = optimizer.step(lr, model, clipped);
+    StepResult {
+        model,
+        loss: loss.detach(),
+        logits: logits.detach(),
+        state: state.detach(),
+        grad_norm,
+        grads: kept,
+        clipped_grads,
+    }
+}

@@ -1,0 +1,408 @@
+//! Independent checks of the models in float64 (this test binary configures the flex
+//! device for f64 once): the shared PyTorch fixtures at f64 tolerance, finite
+//! differences, plain-loop references for relu / stacked / bidirectional layers, a
+//! hand-computed step, and the concise model equal to the scratch equations.
+
+use std::path::PathBuf;
+
+use burn::optim::GradientsParams;
+use burn::tensor::{DType, Device, FloatDType, Int, Tensor, TensorData};
+use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
+use rnnlm_model::tensors::NamedTensors;
+use rnnlm_model::*;
+
+fn device() -> Device {
+    let mut device = Device::flex();
+    // Settings are per process and set once; every test here wants f64.
+    let _ = device.configure(FloatDType::F64);
+    assert_eq!(
+        Tensor::<1>::zeros([1], &device.clone().autodiff()).dtype(),
+        DType::F64
+    );
+    device.autodiff()
+}
+
+fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures")
+}
+
+#[test]
+fn shared_fixtures_match_pytorch_float64() {
+    let device = device();
+    for case in [
+        "scratch_small",
+        "scratch_small_clip",
+        "concise_small",
+        "concise_small_clip",
+    ] {
+        let input = NamedTensors::read(&fixtures().join(format!("{case}.safetensors"))).unwrap();
+        let expected =
+            NamedTensors::read(&fixtures().join(format!("{case}.expected.float64.safetensors")))
+                .unwrap();
+        let out = parity::parity(&input, None, 1.0, 1.0, &device).unwrap();
+        assert_eq!(out.tensors["logits"].dtype(), DType::F64);
+        let worst = parity::compare(&out, &expected, 1e-10, 1e-9).unwrap();
+        assert!(worst.is_none(), "{case}: {worst:?}");
+        // Every expected tensor was compared (compare errors on a missing one), and the
+        // clip cases really clip.
+        let norm: f64 = expected.tensors["grad_norm"].iter::<f64>().next().unwrap();
+        assert_eq!(case.ends_with("clip"), norm > 1.0, "{case}");
+        // The comparison can fail: a step with lr = 2 is caught.
+        let off = parity::parity(&input, None, 1.0, 2.0, &device).unwrap();
+        let worst = parity::compare(&off, &expected, 1e-10, 1e-9)
+            .unwrap()
+            .unwrap();
+        assert!(worst.0.starts_with("updated."), "{worst:?}");
+    }
+}
+
+/// A random model of the given kind with named parameters drawn from `seed`.
+fn random_model(
+    config: &ModelConfig,
+    seed: u64,
+    scale: f64,
+    device: &Device,
+) -> (Model, NamedTensors) {
+    let template = config.init(seed, device).unwrap();
+    let mut rng = StdRng::seed_from_u64(seed);
+    let mut named = NamedTensors::default();
+    for (name, p) in template.named_params() {
+        let shape = p.data().shape().to_vec();
+        let n: usize = shape.iter().product();
+        let values: Vec<f64> = (0..n).map(|_| rng.random_range(-scale..scale)).collect();
+        named.insert(name, TensorData::new(values, shape));
+    }
+    (Model::from_named(config, &named, device).unwrap(), named)
+}
+
+fn tokens(values: &[i64], shape: [usize; 2], device: &Device) -> Tensor<2, Int> {
+    Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
+}
+
+fn loss_of(model: &Model, x: &Tensor<2, Int>, y: &Tensor<2, Int>, h0: &Tensor<3>) -> f64 {
+    let (logits, _) = model.forward(x.clone(), h0.clone());
+    cross_entropy(logits, y.clone()).into_scalar::<f64>()
+}
+
+#[test]
+fn gradients_equal_central_finite_differences() {
+    let device = device();
+    let configs = [
+        ModelConfig::new(ModelKind::Scratch, 5, 4),
+        ModelConfig::new(ModelKind::Concise, 5, 3)
+            .with_num_layers(2)
+            .with_bidirectional(true),
+        ModelConfig::new(ModelKind::Concise, 5, 3).with_nonlinearity(Nonlinearity::Relu),
+    ];
+    let x = tokens(&[0, 3, 1, 4, 2, 2], [2, 3], &device);
+    let y = tokens(&[3, 1, 4, 2, 2, 0], [2, 3], &device);
+    for config in configs {
+        let (model, named) = random_model(&config, 7, 0.8, &device);
+        let h0 = Tensor::<3>::from_data(
+            TensorData::new(
+                vec![0.1; model.begin_state(2, &device).shape().num_elements()],
+                model.begin_state(2, &device).shape(),
+            ),
+            &device,
+        );
+        let (logits, _) = model.forward(x.clone(), h0.clone());
+        let grads =
+            GradientsParams::from_grads(cross_entropy(logits, y.clone()).backward(), &model);
+        let eps = 1e-6;
+        for (name, p) in model.named_params() {
+            let analytic: Vec<f64> = p.grad(&grads).unwrap().iter::<f64>().collect();
+            let base = &named.tensors[&name];
+            let values: Vec<f64> = base.iter::<f64>().collect();
+            for i in 0..values.len() {
+                let at = |delta: f64| {
+                    let mut changed = named.clone();
+                    let mut v = values.clone();
+                    v[i] += delta;
+                    changed.insert(name.clone(), TensorData::new(v, base.shape().to_vec()));
+                    loss_of(
+                        &Model::from_named(&config, &changed, &device).unwrap(),
+                        &x,
+                        &y,
+                        &h0,
+                    )
+                };
+                let numeric = (at(eps) - at(-eps)) / (2.0 * eps);
+                assert!(
+                    (numeric - analytic[i]).abs() <= 1e-7 + 1e-6 * numeric.abs(),
+                    "{config:?} {name}[{i}]: finite difference {numeric}, autodiff {}",
+                    analytic[i]
+                );
+            }
+        }
+    }
+}
+
+/// `nn.RNN` written as plain loops over f64 vectors, straight from PyTorch's documentation.
+fn reference_rnn(
+    named: &NamedTensors,
+    config: &ModelConfig,
+    input: &[Vec<Vec<f64>>], // [T][B][in]
+    h0: &[Vec<Vec<f64>>],    // [L*D][B][H]
+) -> (Vec<Vec<Vec<f64>>>, Vec<Vec<Vec<f64>>>) {
+    let d = if config.bidirectional { 2 } else { 1 };
+    let h = config.num_hiddens;
+    let get = |n: &str| -> Vec<f64> { named.tensors[n].iter::<f64>().collect() };
+    let act = |v: f64| match config.nonlinearity {
+        Nonlinearity::Tanh => v.tanh(),
+        Nonlinearity::Relu => v.max(0.0),
+    };
+    let (t_len, b_len) = (input.len(), input[0].len());
+    let mut layer_in = input.to_vec();
+    let mut h_n = Vec::new();
+    for layer in 0..config.num_layers {
+        let mut out = vec![vec![vec![0.0; d * h]; b_len]; t_len];
+        for dir in 0..d {
+            let s = format!("l{layer}{}", if dir == 1 { "_reverse" } else { "" });
+            let (w_ih, w_hh) = (
+                get(&format!("weight_ih_{s}")),
+                get(&format!("weight_hh_{s}")),
+            );
+            let (b_ih, b_hh) = (get(&format!("bias_ih_{s}")), get(&format!("bias_hh_{s}")));
+            let n_in = layer_in[0][0].len();
+            let mut state = h0[layer * d + dir].clone();
+            let order: Vec<usize> = if dir == 1 {
+                (0..t_len).rev().collect()
+            } else {
+                (0..t_len).collect()
+            };
+            for t in order {
+                let mut next = vec![vec![0.0; h]; b_len];
+                for b in 0..b_len {
+                    for j in 0..h {
+                        let mut z = b_ih[j] + b_hh[j];
+                        for k in 0..n_in {
+                            z += w_ih[j * n_in + k] * layer_in[t][b][k];
+                        }
+                        for k in 0..h {
+                            z += w_hh[j * h + k] * state[b][k];
+                        }
+                        next[b][j] = act(z);
+                        out[t][b][dir * h + j] = next[b][j];
+                    }
+                }
+                state = next;
+            }
+            h_n.push(state);
+        }
+        layer_in = out;
+    }
+    (layer_in, h_n)
+}
+
+fn to_nested(data: TensorData, shape: [usize; 3]) -> Vec<Vec<Vec<f64>>> {
+    let v: Vec<f64> = data.iter::<f64>().collect();
+    (0..shape[0])
+        .map(|i| {
+            (0..shape[1])
+                .map(|j| v[(i * shape[1] + j) * shape[2]..][..shape[2]].to_vec())
+                .collect()
+        })
+        .collect()
+}
+
+#[test]
+fn stacked_bidirectional_and_relu_layers_equal_the_plain_loop_reference() {
+    let device = device();
+    let (t, b, v) = (4, 2, 3);
+    for (layers, bidirectional, nonlinearity) in [
+        (1, false, Nonlinearity::Relu),
+        (3, false, Nonlinearity::Tanh),
+        (1, true, Nonlinearity::Tanh),
+        (2, true, Nonlinearity::Relu),
+    ] {
+        let config = ModelConfig::new(ModelKind::Concise, v, 3)
+            .with_num_layers(layers)
+            .with_bidirectional(bidirectional)
+            .with_nonlinearity(nonlinearity);
+        let (model, named) = random_model(&config, 11, 0.9, &device);
+        let Model::Concise(m) = &model else {
+            unreachable!()
+        };
+        let mut rng = StdRng::seed_from_u64(3);
+        let cells = m.rnn.cells.len();
+        let mut rand_vec =
+            |n: usize| -> Vec<f64> { (0..n).map(|_| rng.random_range(-1.0..1.0)).collect() };
+        let input = rand_vec(t * b * v);
+        let h0 = rand_vec(cells * b * 3);
+        let (y, h_n) = m.rnn.forward(
+            Tensor::from_data(TensorData::new(input.clone(), [t, b, v]), &device),
+            Tensor::from_data(TensorData::new(h0.clone(), [cells, b, 3]), &device),
+        );
+        let width = y.dims()[2];
+        assert_eq!(y.dims(), [t, b, 3 * if bidirectional { 2 } else { 1 }]);
+        let (want_y, want_h) = reference_rnn(
+            &named,
+            &config,
+            &to_nested(TensorData::new(input, [t, b, v]), [t, b, v]),
+            &to_nested(TensorData::new(h0, [cells, b, 3]), [cells, b, 3]),
+        );
+        let close = |a: &Vec<Vec<Vec<f64>>>, b: &Vec<Vec<Vec<f64>>>| {
+            a.iter()
+                .flatten()
+                .flatten()
+                .zip(b.iter().flatten().flatten())
+                .all(|(x, y)| (x - y).abs() < 1e-12)
+        };
+        assert!(
+            close(&to_nested(y.into_data(), [t, b, width]), &want_y),
+            "{config:?} outputs"
+        );
+        assert!(
+            close(&to_nested(h_n.into_data(), [cells, b, 3]), &want_h),
+            "{config:?} final state"
+        );
+    }
+}
+
+#[test]
+fn one_relu_step_by_hand() {
+    // V = 2, H = 1, one token: h = relu(w_ih[x] + b_ih + b_hh + w_hh * h0),
+    // logits = [w0 h + c0, w1 h + c1].
+    let device = device();
+    let config = ModelConfig::new(ModelKind::Concise, 2, 1).with_nonlinearity(Nonlinearity::Relu);
+    let mut named = NamedTensors::default();
+    for (name, values, shape) in [
+        ("weight_ih_l0", vec![0.5, -2.0], vec![1, 2]),
+        ("weight_hh_l0", vec![3.0], vec![1, 1]),
+        ("bias_ih_l0", vec![0.25], vec![1]),
+        ("bias_hh_l0", vec![-0.5], vec![1]),
+        ("linear.weight", vec![2.0, -1.0], vec![2, 1]),
+        ("linear.bias", vec![0.0, 1.0], vec![2]),
+    ] {
+        named.insert(name, TensorData::new(values, shape));
+    }
+    let model = Model::from_named(&config, &named, &device).unwrap();
+    let h0 = Tensor::<3>::from_data(TensorData::new(vec![0.5], [1, 1, 1]), &device);
+    // token 1: z = -2 + 0.25 - 0.5 + 1.5 = -0.75 -> relu 0; token 0: z = 0.5 - 0.25 + 1.5 = 1.75.
+    for (token, h) in [(1, 0.0), (0, 1.75)] {
+        let (logits, state) = model.forward(tokens(&[token], [1, 1], &device), h0.clone());
+        let got: Vec<f64> = logits.into_data().iter::<f64>().collect();
+        assert_eq!(got, [2.0 * h, 1.0 - h]);
+        assert_eq!(state.into_scalar::<f64>(), h);
+    }
+    // Loss for target 0 at h = 1.75: logits [3.5, -0.75], -log softmax[0] = ln(1 + e^-4.25).
+    let loss = loss_of(
+        &model,
+        &tokens(&[0], [1, 1], &device),
+        &tokens(&[0], [1, 1], &device),
+        &h0,
+    );
+    assert!((loss - (1.0 + (-4.25f64).exp()).ln()).abs() < 1e-15);
+}
+
+#[test]
+fn concise_equals_scratch_under_the_parameter_map() {
+    let device = device();
+    let concise_config = ModelConfig::new(ModelKind::Concise, 6, 4);
+    let (concise, named) = random_model(&concise_config, 5, 0.7, &device);
+    let t = |n: &str| -> Vec<f64> { named.tensors[n].iter::<f64>().collect() };
+    let transpose = |v: Vec<f64>, rows: usize, cols: usize| -> Vec<f64> {
+        (0..cols * rows)
+            .map(|i| v[(i % rows) * cols + i / rows])
+            .collect()
+    };
+    let mut scratch = NamedTensors::default();
+    scratch.insert(
+        "W_xh",
+        TensorData::new(transpose(t("weight_ih_l0"), 4, 6), [6, 4]),
+    );
+    scratch.insert(
+        "W_hh",
+        TensorData::new(transpose(t("weight_hh_l0"), 4, 4), [4, 4]),
+    );
+    let b_h: Vec<f64> = t("bias_ih_l0")
+        .iter()
+        .zip(t("bias_hh_l0"))
+        .map(|(a, b)| a + b)
+        .collect();
+    scratch.insert("b_h", TensorData::new(b_h, [4]));
+    scratch.insert(
+        "W_hq",
+        TensorData::new(transpose(t("linear.weight"), 6, 4), [4, 6]),
+    );
+    scratch.insert("b_q", TensorData::new(t("linear.bias"), [6]));
+    let scratch = Model::from_named(
+        &ModelConfig::new(ModelKind::Scratch, 6, 4),
+        &scratch,
+        &device,
+    )
+    .unwrap();
+
+    let x = tokens(&[5, 0, 3, 3, 1, 2, 4, 0], [2, 4], &device);
+    let h0 = Tensor::<3>::from_data(
+        TensorData::new(vec![0.3, -0.2, 0.1, 0.0, -0.4, 0.2, 0.5, 0.1], [1, 2, 4]),
+        &device,
+    );
+    let (a, ha) = concise.forward(x.clone(), h0.clone());
+    let (b, hb) = scratch.forward(x, h0);
+    let diff =
+        (a - b).abs().max().into_scalar::<f64>() + (ha - hb).abs().max().into_scalar::<f64>();
+    assert!(diff < 1e-12, "max difference {diff}");
+}
+
+#[test]
+fn bad_fixtures_are_clear_errors() {
+    let device = device();
+    let mut input = NamedTensors::read(&fixtures().join("scratch_small.safetensors")).unwrap();
+    input.tensors.remove("W_hh");
+    let err = parity::parity(&input, None, 1.0, 1.0, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("`W_hh` is missing"), "{err}");
+    input.insert("W_hh", TensorData::new(vec![0.0f32; 6], [2, 3]));
+    let err = parity::parity(&input, None, 1.0, 1.0, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`W_hh` has shape [2, 3], expected [8, 8]"),
+        "{err}"
+    );
+    input.tensors.clear();
+    let err = parity::parity(&input, None, 1.0, 1.0, &device)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("W_xh (scratch model) or weight_ih_l0"),
+        "{err}"
+    );
+    let bad = ModelConfig::new(ModelKind::Scratch, 4, 2).with_num_layers(2);
+    assert!(
+        bad.init(0, &device)
+            .unwrap_err()
+            .to_string()
+            .contains("concise")
+    );
+}
+
+#[test]
+fn predict_warms_up_then_continues() {
+    let device = device();
+    let (model, _) = random_model(&ModelConfig::new(ModelKind::Scratch, 5, 4), 1, 1.0, &device);
+    let greedy = predict(&model, &[1, 2, 3], 6, &Decoding::Greedy, &device).unwrap();
+    assert_eq!(&greedy[..3], [1, 2, 3]);
+    assert_eq!(greedy.len(), 9);
+    // Greedy step by step by hand: argmax of the logits after feeding each token.
+    let mut state = model.begin_state(1, &device);
+    let mut last = 0;
+    for &tok in &greedy[..8] {
+        let (logits, s) = model.forward(tokens(&[tok as i64], [1, 1], &device), state);
+        state = s;
+        last = logits.argmax(1).into_scalar::<i64>() as usize;
+    }
+    assert_eq!(greedy[8], last);
+    let sampler = Decoding::sample(1.0, Some(3), 42).unwrap();
+    let a = predict(&model, &[1], 20, &sampler, &device).unwrap();
+    assert_eq!(
+        a,
+        predict(&model, &[1], 20, &sampler, &device).unwrap(),
+        "a seed repeats"
+    );
+    assert!(predict(&model, &[], 3, &Decoding::Greedy, &device).is_err());
+    assert!(Decoding::sample(0.0, None, 1).is_err());
+}
