@@ -1,1 +1,46 @@
-fn main() {}
+//! rnnlm's command line. `cargo xtask` (an alias for `cargo run --release -p xtask --`)
+//! lists the commands; `cargo xtask <command> --help` explains each.
+
+mod backend;
+mod corpus;
+mod parity;
+mod train;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "rnnlm: recurrent language models on Burn (Dive into Deep Learning ch. 8)"
+)]
+#[command(arg_required_else_help = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Vocabulary, corpus, n-gram counts and Zipf plot of a corpus (book 8.2, 8.3).
+    Corpus(corpus::CorpusArgs),
+    /// One training step on a PyTorch fixture's inputs, written out for comparison.
+    Parity(parity::ParityArgs),
+    /// Train a model from an experiment config.
+    Train(train::TrainArgs),
+    /// Continue a prefix with a trained model.
+    Generate(train::GenerateArgs),
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match &cli.command {
+        Command::Corpus(args) => corpus::run(args),
+        Command::Parity(args) => parity::run(args),
+        Command::Train(args) => train::run(args),
+        Command::Generate(args) => train::generate(args),
+    };
+    if let Err(err) = result {
+        eprintln!("error: {err:#}");
+        std::process::exit(1);
+    }
+}

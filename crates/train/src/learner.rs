@@ -1,0 +1,233 @@
+//! `train_ch8` / `train_epoch_ch8` (book 8.5.6) as one plain loop: sample an epoch,
+//! step through its minibatches (carrying or resetting the state), report perplexity
+//! and tokens/s, predict, checkpoint.
+
+use std::io::{IsTerminal, Write};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use anyhow::{Result, bail};
+use burn::optim::{AdamConfig, ModuleOptimizer, SgdConfig};
+use burn::tensor::Device;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rnnlm_data::{Corpus, epoch_batches};
+use rnnlm_model::{Decoding, Model, predict_ch8, train_step};
+
+use crate::run_dir::{EpochMetrics, Progress, RunDir};
+use crate::{Optimizer, StateMode, TrainConfig};
+
+/// How much the trainer prints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Output {
+    /// A one-line progress bar on a terminal, else a line per epoch.
+    Auto,
+    /// Only the prediction lines and the summary.
+    Quiet,
+}
+
+/// Everything a training run needs; the device is chosen by the caller.
+pub struct Session<'a> {
+    pub config: &'a TrainConfig,
+    pub corpus: &'a Corpus,
+    pub device: &'a Device,
+    /// Shown in the summary line (`... tokens/sec on flex`).
+    pub device_name: &'a str,
+    pub run: &'a RunDir,
+    pub resume: bool,
+    pub output: Output,
+    /// Set (by a Ctrl-C handler) to stop after the current minibatch; nothing partial is saved.
+    pub stop: &'a AtomicBool,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub metrics: Vec<EpochMetrics>,
+    pub predictions: Vec<String>,
+    pub interrupted: bool,
+}
+
+pub fn new_optimizer(kind: Optimizer) -> ModuleOptimizer {
+    match kind {
+        Optimizer::Sgd => SgdConfig::new().init(),
+        // PyTorch's Adam defaults (Burn's epsilon default is 1e-5).
+        Optimizer::Adam => AdamConfig::new().with_epsilon(1e-8).init(),
+    }
+}
+
+/// The sampler rng of an epoch depends only on the seed and the epoch, so a resumed
+/// run draws the same minibatches as an uninterrupted one.
+fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
+    StdRng::seed_from_u64(seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
+}
+
+impl Session<'_> {
+    fn say(&self, line: &str) -> Result<()> {
+        println!("{line}");
+        self.run.log(line)
+    }
+
+    fn predictions(&self, model: &Model) -> Result<Vec<String>> {
+        let t = &self.config.train;
+        t.prefixes
+            .iter()
+            .map(|prefix| {
+                let p = predict_ch8(
+                    prefix,
+                    t.num_preds,
+                    model,
+                    &self.corpus.vocab,
+                    self.corpus.token,
+                    &Decoding::Greedy,
+                    self.device,
+                )?;
+                Ok(p.text)
+            })
+            .collect()
+    }
+
+    pub fn train(&self) -> Result<Summary> {
+        let (config, t) = (self.config, &self.config.train);
+        let model_config = config.model_config(self.corpus.vocab.len());
+        let (mut model, mut optimizer, mut progress) = if self.resume {
+            let c =
+                self.run
+                    .load_checkpoint(&model_config, new_optimizer(t.optimizer), self.device)?;
+            (c.model, c.optimizer, c.progress)
+        } else {
+            self.run
+                .write_header(config, &self.corpus.vocab, &model_config)?;
+            let progress = Progress {
+                epoch: 0,
+                seed: t.seed,
+                metrics: Vec::new(),
+            };
+            (
+                model_config.init(t.seed, self.device)?,
+                new_optimizer(t.optimizer),
+                progress,
+            )
+        };
+        let title = self
+            .run
+            .path
+            .file_name()
+            .map_or(String::new(), |n| n.to_string_lossy().into_owned());
+        let bar = self.output == Output::Auto && std::io::stderr().is_terminal();
+        let mut interrupted = false;
+
+        for epoch in progress.epoch..t.num_epochs {
+            let start = Instant::now();
+            let batches = epoch_batches(
+                &self.corpus.indices,
+                t.batch_size,
+                t.num_steps,
+                t.sampler,
+                &mut epoch_rng(progress.seed, epoch),
+            )?;
+            let (mut loss_sum, mut tokens) = (0.0, 0usize);
+            let mut state = None;
+            for (i, batch) in batches.iter().enumerate() {
+                if self.stop.load(Ordering::SeqCst) {
+                    interrupted = true;
+                    break;
+                }
+                let (x, y) = batch.to_tensors(self.device);
+                let state_in = match (t.state, state.take()) {
+                    (StateMode::Carry, Some(s)) => s, // train_step returned it detached: truncated BPTT
+                    _ => model.begin_state(t.batch_size, self.device),
+                };
+                let step = train_step(model, &mut optimizer, x, y, state_in, t.theta, t.lr, false);
+                model = step.model;
+                state = Some(step.state);
+                let loss = step.loss.into_scalar::<f64>();
+                if !loss.is_finite() {
+                    bail!(
+                        "loss is {loss} at epoch {}, minibatch {}: training diverged; lower train.lr (now {}) or train.theta (now {}). \
+                         The last good checkpoint (epoch {}) is kept in {}",
+                        epoch + 1,
+                        i + 1,
+                        t.lr,
+                        t.theta,
+                        progress.epoch,
+                        self.run.path.display()
+                    );
+                }
+                let n = batch.y.len();
+                loss_sum += loss * n as f64;
+                tokens += n;
+            }
+            if interrupted {
+                break;
+            }
+            let seconds = start.elapsed().as_secs_f64();
+            let m = EpochMetrics {
+                epoch: epoch + 1,
+                perplexity: (loss_sum / tokens as f64).exp(),
+                tokens_per_sec: tokens as f64 / seconds,
+                seconds,
+            };
+            progress.metrics.push(m);
+            progress.epoch = epoch + 1;
+            self.run.write_metrics(&progress.metrics, &title)?;
+            let line = format!(
+                "epoch {}, perplexity {:.3}, {:.1} tokens/sec",
+                m.epoch, m.perplexity, m.tokens_per_sec
+            );
+            if bar {
+                eprint!("\r\x1b[K{line} [{}/{}]", m.epoch, t.num_epochs);
+                let _ = std::io::stderr().flush();
+            } else if self.output == Output::Auto {
+                println!("{line}");
+            }
+            if m.epoch % t.predict_every == 0 {
+                if bar {
+                    eprintln!();
+                }
+                self.run.log(&line)?;
+                if self.output == Output::Quiet {
+                    println!("{line}");
+                }
+                for p in self.predictions(&model)? {
+                    self.say(&format!(" - {p}"))?;
+                }
+            }
+            if m.epoch % t.checkpoint_every == 0 || m.epoch == t.num_epochs {
+                self.run.save_checkpoint(&model, &optimizer, &progress)?;
+            }
+        }
+        if bar {
+            eprintln!();
+        }
+        if interrupted {
+            let line = format!(
+                "interrupted; the last checkpoint is in {} (continue with --resume)",
+                self.run.path.display()
+            );
+            self.say(&line)?;
+            return Ok(Summary {
+                metrics: progress.metrics,
+                predictions: Vec::new(),
+                interrupted,
+            });
+        }
+        let predictions = self.predictions(&model)?;
+        if let Some(last) = progress.metrics.last() {
+            let recent = &progress.metrics[progress.metrics.len().saturating_sub(10)..];
+            let speed = recent.iter().map(|m| m.tokens_per_sec).sum::<f64>() / recent.len() as f64;
+            self.say(&format!(
+                "perplexity {:.1}, {:.1} tokens/sec on {}",
+                last.perplexity, speed, self.device_name
+            ))?;
+        }
+        for p in &predictions {
+            self.say(p)?;
+        }
+        Ok(Summary {
+            metrics: progress.metrics,
+            predictions,
+            interrupted,
+        })
+    }
+}

@@ -1,0 +1,242 @@
+//! The run directory: resolved config, vocab, model config, metrics, plot, log and
+//! checkpoints. A checkpoint is a directory written in full, then published by
+//! atomically renaming the `LATEST` pointer onto it, so a crash, Ctrl-C or `kill -9`
+//! at any moment leaves the previous checkpoint loadable.
+
+use std::fs;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result, bail};
+use burn::optim::ModuleOptimizer;
+use burn::tensor::{Bytes, Device};
+use rnnlm_data::Vocab;
+use rnnlm_model::tensors::atomic_write;
+use rnnlm_model::{Model, ModelConfig};
+use serde::{Deserialize, Serialize};
+
+use crate::TrainConfig;
+
+/// One row of `metrics.csv`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    pub perplexity: f64,
+    pub tokens_per_sec: f64,
+    pub seconds: f64,
+}
+
+/// What a checkpoint restores besides the weights and the optimizer state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Progress {
+    /// Completed epochs; the next epoch's sampler rng is derived from `seed` and this.
+    pub epoch: usize,
+    pub seed: u64,
+    pub metrics: Vec<EpochMetrics>,
+}
+
+pub struct Checkpoint {
+    pub model: Model,
+    pub optimizer: ModuleOptimizer,
+    pub progress: Progress,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Existing {
+    /// An existing run directory is an error.
+    Refuse,
+    /// Delete it and start again.
+    Replace,
+    /// Continue from its last checkpoint.
+    Resume,
+}
+
+pub struct RunDir {
+    pub path: PathBuf,
+}
+
+const LATEST: &str = "LATEST";
+
+impl RunDir {
+    /// Opens (or creates) a run directory according to `existing`.
+    pub fn open(path: &Path, existing: Existing) -> Result<Self> {
+        let run = Self {
+            path: path.to_path_buf(),
+        };
+        let exists = path.exists()
+            && fs::read_dir(path)
+                .map(|mut d| d.next().is_some())
+                .unwrap_or(true);
+        match (exists, existing) {
+            (true, Existing::Refuse) => bail!(
+                "run directory {} already exists; pass --resume to continue it or --force to replace it",
+                path.display()
+            ),
+            (true, Existing::Replace) => fs::remove_dir_all(path)
+                .with_context(|| format!("cannot remove {}", path.display()))?,
+            (false, Existing::Resume) => bail!(
+                "cannot resume: run directory {} does not exist",
+                path.display()
+            ),
+            _ => {}
+        }
+        fs::create_dir_all(path.join("checkpoints"))
+            .with_context(|| format!("cannot create {}", path.display()))?;
+        Ok(run)
+    }
+
+    pub fn file(&self, name: &str) -> PathBuf {
+        self.path.join(name)
+    }
+
+    /// Writes what a generator needs besides the weights: config, vocab, model config.
+    pub fn write_header(
+        &self,
+        config: &TrainConfig,
+        vocab: &Vocab,
+        model: &ModelConfig,
+    ) -> Result<()> {
+        atomic_write(&self.file("config.toml"), config.to_toml().as_bytes())?;
+        atomic_write(
+            &self.file("vocab.json"),
+            serde_json::to_string(vocab)?.as_bytes(),
+        )?;
+        atomic_write(
+            &self.file("model.json"),
+            serde_json::to_string_pretty(model)?.as_bytes(),
+        )?;
+        Ok(())
+    }
+
+    pub fn read_config(&self) -> Result<TrainConfig> {
+        TrainConfig::load(&self.file("config.toml"), &[])
+    }
+
+    pub fn read_vocab(&self) -> Result<Vocab> {
+        Ok(Vocab::load(&self.file("vocab.json"))?)
+    }
+
+    pub fn read_model_config(&self) -> Result<ModelConfig> {
+        let path = self.file("model.json");
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        serde_json::from_str(&text).with_context(|| format!("invalid {}", path.display()))
+    }
+
+    /// Rewrites `metrics.csv` and `perplexity.svg` from all epochs so far.
+    pub fn write_metrics(&self, metrics: &[EpochMetrics], title: &str) -> Result<()> {
+        let mut csv = String::from("epoch,perplexity,tokens_per_sec,seconds\n");
+        for m in metrics {
+            csv.push_str(&format!(
+                "{},{},{},{}\n",
+                m.epoch, m.perplexity, m.tokens_per_sec, m.seconds
+            ));
+        }
+        atomic_write(&self.file("metrics.csv"), csv.as_bytes())?;
+        let chart = rnnlm_plot::Chart {
+            title: title.to_string(),
+            x_label: "epoch".into(),
+            y_label: "perplexity".into(),
+            series: vec![rnnlm_plot::Series {
+                label: "train".into(),
+                points: metrics
+                    .iter()
+                    .map(|m| (m.epoch as f64, m.perplexity))
+                    .collect(),
+            }],
+            ..Default::default()
+        };
+        chart.save(&self.file("perplexity.svg"))?;
+        Ok(())
+    }
+
+    /// Appends a line to `log.txt`.
+    pub fn log(&self, line: &str) -> Result<()> {
+        let mut f = fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.file("log.txt"))?;
+        writeln!(f, "{line}")?;
+        Ok(())
+    }
+
+    /// Writes `checkpoints/epoch-N/` in full, then points `LATEST` at it and removes older ones.
+    pub fn save_checkpoint(
+        &self,
+        model: &Model,
+        optimizer: &ModuleOptimizer,
+        progress: &Progress,
+    ) -> Result<()> {
+        let dirs = self.file("checkpoints");
+        let name = format!("epoch-{:06}", progress.epoch);
+        let dir = dirs.join(&name);
+        if dir.exists() {
+            fs::remove_dir_all(&dir)?;
+        }
+        fs::create_dir_all(&dir)?;
+        model.save(&dir)?;
+        let optim = optimizer
+            .into_bytes()
+            .map_err(|e| anyhow::anyhow!("cannot serialize the optimizer: {e}"))?;
+        atomic_write(&dir.join("optim.bpk"), &optim)?;
+        atomic_write(
+            &dir.join("progress.json"),
+            serde_json::to_string(progress)?.as_bytes(),
+        )?;
+        sync_dir(&dir)?;
+        atomic_write(&dirs.join(LATEST), name.as_bytes())?;
+        sync_dir(&dirs)?;
+        for entry in fs::read_dir(&dirs)? {
+            let entry = entry?;
+            let old = entry.file_name();
+            if entry.path().is_dir() && old != name.as_str() {
+                fs::remove_dir_all(entry.path())?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The directory `LATEST` names.
+    pub fn latest_checkpoint(&self) -> Result<PathBuf> {
+        let pointer = self.file("checkpoints").join(LATEST);
+        let name = fs::read_to_string(&pointer).with_context(|| {
+            format!(
+                "no checkpoint in {}: cannot read {}",
+                self.path.display(),
+                pointer.display()
+            )
+        })?;
+        Ok(self.file("checkpoints").join(name.trim()))
+    }
+
+    pub fn load_checkpoint(
+        &self,
+        model_config: &ModelConfig,
+        optimizer: ModuleOptimizer,
+        device: &Device,
+    ) -> Result<Checkpoint> {
+        let dir = self.latest_checkpoint()?;
+        let model = Model::load(model_config, &dir, device)?;
+        let optim_path = dir.join("optim.bpk");
+        let bytes = fs::read(&optim_path)
+            .with_context(|| format!("cannot read {}", optim_path.display()))?;
+        let optimizer = optimizer
+            .from_bytes(Bytes::from_bytes_vec(bytes))
+            .map_err(|e| anyhow::anyhow!("invalid {}: {e}", optim_path.display()))?;
+        let progress_path = dir.join("progress.json");
+        let text = fs::read_to_string(&progress_path)
+            .with_context(|| format!("cannot read {}", progress_path.display()))?;
+        let progress = serde_json::from_str(&text)
+            .with_context(|| format!("invalid {}", progress_path.display()))?;
+        Ok(Checkpoint {
+            model,
+            optimizer,
+            progress,
+        })
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<()> {
+    fs::File::open(dir)?.sync_all()?;
+    Ok(())
+}

@@ -1,0 +1,132 @@
+//! The one place where a backend and device are chosen.
+
+use anyhow::{Result, bail};
+use burn::tensor::{Device, FloatDType};
+use clap::ValueEnum;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Backend {
+    /// Burn's pure-Rust CPU backend (always built).
+    Flex,
+    /// ndarray CPU backend (deprecated in Burn 0.22).
+    Ndarray,
+    /// wgpu: Vulkan, Metal or DX12 GPUs, or a software Vulkan device.
+    Wgpu,
+    /// libtorch through tch (needs libtorch 2.9.0).
+    Tch,
+    /// CUDA through CubeCL.
+    Cuda,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Dtype {
+    F32,
+    F64,
+}
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct DeviceArgs {
+    /// Burn backend.
+    #[arg(long, value_enum, default_value = "flex")]
+    pub backend: Backend,
+    /// GPU index for wgpu, tch and cuda.
+    #[arg(long, default_value_t = 0)]
+    pub device: usize,
+    /// Float precision (f64 on flex and ndarray).
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: Dtype,
+    /// CPU threads for the flex backend (default: all cores).
+    #[arg(long)]
+    pub threads: Option<usize>,
+}
+
+impl Backend {
+    fn feature(self) -> Option<&'static str> {
+        match self {
+            Self::Flex => None,
+            Self::Ndarray => Some("ndarray"),
+            Self::Wgpu => Some("wgpu"),
+            Self::Tch => Some("tch"),
+            Self::Cuda => Some("cuda"),
+        }
+    }
+
+    /// Whether this binary was built with the backend.
+    pub fn built(self) -> bool {
+        match self {
+            Self::Flex => true,
+            Self::Ndarray => cfg!(feature = "ndarray"),
+            Self::Wgpu => cfg!(feature = "wgpu"),
+            Self::Tch => cfg!(feature = "tch"),
+            Self::Cuda => cfg!(feature = "cuda"),
+        }
+    }
+
+    pub fn feature_hint(self) -> String {
+        let feature = self.feature().unwrap_or_default();
+        format!(
+            "cargo run --release -p xtask --features {feature} --target-dir target/backend-{feature} -- ..."
+        )
+    }
+}
+
+impl DeviceArgs {
+    /// The autodiff device for the chosen backend, and its name for reports.
+    pub fn device(&self) -> Result<(Device, String)> {
+        if let Some(n) = self.threads {
+            if n == 0 {
+                bail!("--threads 0: give at least one thread");
+            }
+            // Read by rayon when its global pool starts, before any tensor work.
+            unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+        }
+        if !self.backend.built() {
+            bail!(
+                "backend {:?} is not built into this binary; build with its feature: {}",
+                self.backend,
+                self.backend.feature_hint()
+            );
+        }
+        let (mut device, name) = self.base_device()?;
+        if self.dtype == Dtype::F64 {
+            if !matches!(self.backend, Backend::Flex | Backend::Ndarray) {
+                bail!(
+                    "--dtype f64 is supported on the flex and ndarray backends, not {:?}",
+                    self.backend
+                );
+            }
+            device
+                .configure(FloatDType::F64)
+                .map_err(|e| anyhow::anyhow!("cannot switch {name} to f64: {e:?}"))?;
+        }
+        Ok((device.autodiff(), name))
+    }
+
+    #[allow(unused_variables)]
+    fn base_device(&self) -> Result<(Device, String)> {
+        let index = self.device;
+        Ok(match self.backend {
+            Backend::Flex => (Device::flex(), "flex (cpu)".into()),
+            #[cfg(feature = "ndarray")]
+            #[allow(deprecated)]
+            // ndarray is deprecated in Burn 0.22; kept as the design card names it
+            Backend::Ndarray => (Device::ndarray(), "ndarray (cpu)".into()),
+            #[cfg(feature = "wgpu")]
+            Backend::Wgpu => (
+                Device::wgpu(if index == 0 {
+                    burn::tensor::DeviceKind::DefaultDevice
+                } else {
+                    burn::tensor::DeviceKind::DiscreteGpu(index)
+                }),
+                format!("wgpu:{index}"),
+            ),
+            #[cfg(feature = "tch")]
+            #[allow(deprecated)] // tch is deprecated in Burn 0.22
+            Backend::Tch => (Device::libtorch_cuda(index), format!("tch cuda:{index}")),
+            #[cfg(feature = "cuda")]
+            Backend::Cuda => (Device::cuda(index), format!("cuda:{index}")),
+            #[allow(unreachable_patterns)]
+            other => bail!("backend {other:?} is not built into this binary"),
+        })
+    }
+}

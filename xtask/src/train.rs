@@ -1,0 +1,256 @@
+//! `cargo xtask train` and `cargo xtask generate`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use anyhow::{Context, Result, bail};
+use clap::Args;
+use rnnlm_data::{CorpusSource, DataDirs, load_corpus};
+use rnnlm_model::{Decoding, Model, predict_ch8};
+use rnnlm_train::{Existing, Output, RunDir, Session, TrainConfig};
+
+use crate::backend::DeviceArgs;
+
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Experiment config (TOML); not needed with --resume DIR.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Run directory (default runs/<config name>).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Continue the run in --out (or DIR) from its last checkpoint.
+    #[arg(long, num_args = 0..=1, value_name = "DIR")]
+    pub resume: Option<Option<PathBuf>>,
+    /// Replace an existing run directory.
+    #[arg(long, conflicts_with = "resume")]
+    pub force: bool,
+    /// Override train.num_epochs.
+    #[arg(long)]
+    pub epochs: Option<usize>,
+    /// Override train.lr.
+    #[arg(long)]
+    pub lr: Option<f64>,
+    /// Override train.seed.
+    #[arg(long)]
+    pub seed: Option<u64>,
+    /// Override any key: --set model.num_hiddens=256 (repeatable, dotted names).
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+    /// Override data.data_dir (a mirror directory of dataset files).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// Train on your own UTF-8 text file (overrides data.corpus).
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    /// Only print predictions and the summary.
+    #[arg(long)]
+    pub quiet: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+impl TrainArgs {
+    fn overrides(&self) -> Vec<String> {
+        let mut o = self.set.clone();
+        if let Some(e) = self.epochs {
+            o.push(format!("train.num_epochs={e}"));
+        }
+        if let Some(lr) = self.lr {
+            o.push(format!("train.lr={lr}"));
+        }
+        if let Some(s) = self.seed {
+            o.push(format!("train.seed={s}"));
+        }
+        if let Some(d) = &self.data_dir {
+            o.push(format!("data.data_dir={}", toml_string(d)));
+        }
+        if let Some(c) = &self.corpus {
+            o.push(format!("data.corpus={}", toml_string(c)));
+        }
+        o
+    }
+
+    /// The run directory and its config: from --config, or from the run itself on resume.
+    fn resolve(&self) -> Result<(PathBuf, TrainConfig, Existing)> {
+        let explicit = self.resume.clone().flatten().or_else(|| self.out.clone());
+        if self.resume.is_some() {
+            let dir = match (&explicit, &self.config) {
+                (Some(dir), _) => dir.clone(),
+                (None, Some(config)) => default_run_dir(config),
+                (None, None) => bail!("--resume needs a run directory: --resume runs/NAME"),
+            };
+            let run_config = dir.join("config.toml");
+            if !run_config.exists() {
+                bail!(
+                    "cannot resume {}: it has no config.toml (was it made by `cargo xtask train`?)",
+                    dir.display()
+                );
+            }
+            let text = std::fs::read_to_string(&run_config)?;
+            let config = TrainConfig::parse(&text, &self.overrides())
+                .with_context(|| format!("invalid config {}", run_config.display()))?;
+            return Ok((dir, config, Existing::Resume));
+        }
+        let Some(path) = &self.config else {
+            bail!("give --config configs/NAME.toml (or --resume runs/NAME)");
+        };
+        let config = TrainConfig::load(path, &self.overrides())?;
+        let dir = explicit.unwrap_or_else(|| default_run_dir(path));
+        let existing = if self.force {
+            Existing::Replace
+        } else {
+            Existing::Refuse
+        };
+        Ok((dir, config, existing))
+    }
+}
+
+fn toml_string(path: &Path) -> String {
+    toml_escape(&path.display().to_string())
+}
+
+fn toml_escape(s: &str) -> String {
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+}
+
+fn default_run_dir(config: &Path) -> PathBuf {
+    let name = config
+        .file_stem()
+        .map_or("run".into(), |s| s.to_string_lossy().into_owned());
+    PathBuf::from("runs").join(name)
+}
+
+pub fn source_of(config: &TrainConfig) -> CorpusSource {
+    match &config.data.corpus {
+        Some(path) => CorpusSource::File {
+            path: path.clone(),
+            cleaning: config.data.cleaning,
+        },
+        None => CorpusSource::Dataset(config.data.dataset.clone()),
+    }
+}
+
+pub fn run(args: &TrainArgs) -> Result<()> {
+    let (dir, config, existing) = args.resolve()?;
+    let (device, device_name) = args.device.device()?;
+    let d = &config.data;
+    let corpus = load_corpus(
+        &source_of(&config),
+        d.token,
+        d.max_tokens,
+        d.min_freq,
+        &DataDirs::from_env(d.data_dir.clone()),
+    )?;
+    let run = RunDir::open(&dir, existing)?;
+    if existing == Existing::Resume {
+        let saved = run.read_vocab()?;
+        if saved != corpus.vocab {
+            bail!(
+                "the corpus now gives a different vocabulary ({} tokens) from the run's {} ({} tokens); resume with the same data settings",
+                corpus.vocab.len(),
+                run.file("vocab.json").display(),
+                saved.len()
+            );
+        }
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || {
+        if flag.swap(true, Ordering::SeqCst) {
+            std::process::exit(130); // a second Ctrl-C: checkpoints are written atomically, so leave now
+        }
+        eprintln!("\nstopping after this minibatch (Ctrl-C again to quit at once)");
+    })?;
+    println!(
+        "training {} on {} ({} tokens, vocab {}) -> {}",
+        config.model.kind_name(),
+        device_name,
+        corpus.len(),
+        corpus.vocab.len(),
+        dir.display()
+    );
+    let summary = Session {
+        config: &config,
+        corpus: &corpus,
+        device: &device,
+        device_name: &device_name,
+        run: &run,
+        resume: existing == Existing::Resume,
+        output: if args.quiet {
+            Output::Quiet
+        } else {
+            Output::Auto
+        },
+        stop: &stop,
+    }
+    .train()?;
+    if summary.interrupted {
+        std::process::exit(130);
+    }
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct GenerateArgs {
+    /// Run directory written by `cargo xtask train`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Text to warm up on (characters, or words for a word-level run).
+    #[arg(long)]
+    pub prefix: String,
+    #[arg(long, default_value_t = 50)]
+    pub num_preds: usize,
+    /// Sample from softmax(logits / T) instead of the book's greedy argmax.
+    #[arg(long)]
+    pub temperature: Option<f64>,
+    /// Sample only among the K most likely tokens (implies sampling).
+    #[arg(long)]
+    pub top_k: Option<usize>,
+    /// Seed of the sampler.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+pub fn generate(args: &GenerateArgs) -> Result<()> {
+    let run = RunDir::open(&args.checkpoint, Existing::Resume)
+        .with_context(|| format!("cannot open checkpoint {}", args.checkpoint.display()))?;
+    let config = run.read_config()?;
+    let vocab = run.read_vocab()?;
+    let model_config = run.read_model_config()?;
+    if model_config.vocab_size != vocab.len() {
+        bail!(
+            "{} says vocab_size {}, but {} holds {} tokens",
+            run.file("model.json").display(),
+            model_config.vocab_size,
+            run.file("vocab.json").display(),
+            vocab.len()
+        );
+    }
+    let (device, _) = args.device.device()?;
+    let model = Model::load(&model_config, &run.latest_checkpoint()?, &device)?;
+    let decoding = match (args.temperature, args.top_k) {
+        (None, None) => Decoding::Greedy,
+        (t, k) => Decoding::sample(t.unwrap_or(1.0), k, args.seed)?,
+    };
+    let p = predict_ch8(
+        &args.prefix,
+        args.num_preds,
+        &model,
+        &vocab,
+        config.data.token,
+        &decoding,
+        &device,
+    )?;
+    if !p.unknown.is_empty() {
+        eprintln!(
+            "warning: not in the vocabulary, read as <unk>: {:?}",
+            p.unknown
+        );
+    }
+    println!("{}", p.text);
+    Ok(())
+}
