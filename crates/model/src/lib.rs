@@ -21,4 +21,4 @@ pub use model::{Model, ModelConfig, ModelKind, NamedParam};
 pub use predict::{Decoding, Prediction, predict, predict_ch8, sample};
 pub use rnn::{LinearHead, Nonlinearity, RnnCell, RnnLayer, RnnModel};
 pub use scratch::RnnModelScratch;
-pub use step::{StepResult, cross_entropy, train_step};
+pub use step::{StepResult, cross_entropy, token_losses, train_step};

@@ -80,7 +80,9 @@ impl ModelConfig {
     }
 }
 
+/// Either chapter-8 model behind one interface.
 #[derive(Module, Debug)]
+#[allow(clippy::large_enum_variant)] // one model per process; boxing would not pay
 pub enum Model {
     Scratch(RnnModelScratch),
     Concise(RnnModel),

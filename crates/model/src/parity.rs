@@ -111,7 +111,7 @@ pub fn compare(
 ) -> Result<Option<(String, usize, f64, f64)>, ModelError> {
     let mut worst: Option<(f64, (String, usize, f64, f64))> = None;
     for (name, want) in &expected.tensors {
-        let got = actual.get(name, &want.shape())?;
+        let got = actual.get(name, want.shape())?;
         for (i, (a, b)) in got.iter::<f64>().zip(want.iter::<f64>()).enumerate() {
             let excess = (a - b).abs() - (atol + rtol * b.abs());
             if (excess > 0.0 || a.is_nan()) && worst.as_ref().is_none_or(|w| excess > w.0) {

@@ -5,18 +5,27 @@ use burn::tensor::{Int, Tensor, TensorData};
 
 use crate::{Model, grad_clipping};
 
-/// Mean cross-entropy of logits `[T * B, V]` against `Y [B, T]` read as `Y.T.reshape(-1)`.
-pub fn cross_entropy(logits: Tensor<2>, y: Tensor<2, Int>) -> Tensor<1> {
+/// Cross-entropy of each row of logits `[T * B, V]` against `Y [B, T]` read as
+/// `Y.T.reshape(-1)`: a `[T * B]` tensor.
+pub fn token_losses(logits: Tensor<2>, y: Tensor<2, Int>) -> Tensor<1> {
     let [b, t] = y.dims();
     let targets = y.transpose().reshape([t * b, 1]);
     let log_probs = burn::tensor::activation::log_softmax(logits, 1);
-    -log_probs.gather(1, targets).mean()
+    -log_probs.gather(1, targets).reshape([t * b])
+}
+
+/// Mean cross-entropy (`nn.CrossEntropyLoss()`), the loss the book minimises.
+pub fn cross_entropy(logits: Tensor<2>, y: Tensor<2, Int>) -> Tensor<1> {
+    token_losses(logits, y).mean()
 }
 
 /// What one update did, for logging and the parity check.
 pub struct StepResult {
     pub model: Model,
     pub loss: Tensor<1>,
+    /// The loss of every target token (detached), for reports that sum them on the host:
+    /// a parallel device-side mean may associate differently from run to run.
+    pub token_losses: Tensor<1>,
     pub logits: Tensor<2>,
     pub state: Tensor<3>,
     pub grad_norm: Option<Tensor<1>>,
@@ -39,7 +48,8 @@ pub fn train_step(
     keep_grads: bool,
 ) -> StepResult {
     let (logits, state) = model.forward(x, state);
-    let loss = cross_entropy(logits.clone(), y);
+    let losses = token_losses(logits.clone(), y);
+    let loss = losses.clone().mean();
     let grads = GradientsParams::from_grads(loss.backward(), &model);
     let read = |g: &GradientsParams| -> Vec<(String, TensorData)> {
         if !keep_grads {
@@ -57,6 +67,7 @@ pub fn train_step(
     StepResult {
         model,
         loss: loss.detach(),
+        token_losses: losses.detach(),
         logits: logits.detach(),
         state: state.detach(),
         grad_norm,

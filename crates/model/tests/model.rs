@@ -138,13 +138,16 @@ fn gradients_equal_central_finite_differences() {
     }
 }
 
+/// `[T][B][features]` (or `[layers][B][H]`) as nested vectors.
+type Seq = Vec<Vec<Vec<f64>>>;
+
 /// `nn.RNN` written as plain loops over f64 vectors, straight from PyTorch's documentation.
 fn reference_rnn(
     named: &NamedTensors,
     config: &ModelConfig,
     input: &[Vec<Vec<f64>>], // [T][B][in]
     h0: &[Vec<Vec<f64>>],    // [L*D][B][H]
-) -> (Vec<Vec<Vec<f64>>>, Vec<Vec<Vec<f64>>>) {
+) -> (Seq, Seq) {
     let d = if config.bidirectional { 2 } else { 1 };
     let h = config.num_hiddens;
     let get = |n: &str| -> Vec<f64> { named.tensors[n].iter::<f64>().collect() };
@@ -195,7 +198,7 @@ fn reference_rnn(
     (layer_in, h_n)
 }
 
-fn to_nested(data: TensorData, shape: [usize; 3]) -> Vec<Vec<Vec<f64>>> {
+fn to_nested(data: TensorData, shape: [usize; 3]) -> Seq {
     let v: Vec<f64> = data.iter::<f64>().collect();
     (0..shape[0])
         .map(|i| {
@@ -242,7 +245,7 @@ fn stacked_bidirectional_and_relu_layers_equal_the_plain_loop_reference() {
             &to_nested(TensorData::new(input, [t, b, v]), [t, b, v]),
             &to_nested(TensorData::new(h0, [cells, b, 3]), [cells, b, 3]),
         );
-        let close = |a: &Vec<Vec<Vec<f64>>>, b: &Vec<Vec<Vec<f64>>>| {
+        let close = |a: &Seq, b: &Seq| {
             a.iter()
                 .flatten()
                 .flatten()

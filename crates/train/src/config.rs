@@ -8,7 +8,7 @@ use rnnlm_data::{Cleaning, Sampler, TokenKind};
 use rnnlm_model::{ModelKind, Nonlinearity};
 use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
     pub data: DataConfig,
@@ -138,16 +138,6 @@ impl Default for TrainSection {
             checkpoint_every: 10,
             prefixes: vec!["time traveller".into(), "traveller".into()],
             num_preds: 50,
-        }
-    }
-}
-
-impl Default for TrainConfig {
-    fn default() -> Self {
-        Self {
-            data: DataConfig::default(),
-            model: ModelSection::default(),
-            train: TrainSection::default(),
         }
     }
 }

@@ -141,10 +141,10 @@ impl Session<'_> {
                 let step = train_step(model, &mut optimizer, x, y, state_in, t.theta, t.lr, false);
                 model = step.model;
                 state = Some(step.state);
-                let loss = step.loss.into_scalar::<f64>();
-                if !loss.is_finite() {
+                let batch_loss: f64 = step.token_losses.into_data().iter::<f64>().sum();
+                if !batch_loss.is_finite() {
                     bail!(
-                        "loss is {loss} at epoch {}, minibatch {}: training diverged; lower train.lr (now {}) or train.theta (now {}). \
+                        "loss is {batch_loss} at epoch {}, minibatch {}: training diverged; lower train.lr (now {}) or train.theta (now {}). \
                          The last good checkpoint (epoch {}) is kept in {}",
                         epoch + 1,
                         i + 1,
@@ -154,9 +154,8 @@ impl Session<'_> {
                         self.run.path.display()
                     );
                 }
-                let n = batch.y.len();
-                loss_sum += loss * n as f64;
-                tokens += n;
+                loss_sum += batch_loss;
+                tokens += batch.y.len();
             }
             if interrupted {
                 break;
@@ -181,7 +180,7 @@ impl Session<'_> {
             } else if self.output == Output::Auto {
                 println!("{line}");
             }
-            if m.epoch % t.predict_every == 0 {
+            if m.epoch.is_multiple_of(t.predict_every) {
                 if bar {
                     eprintln!();
                 }
@@ -193,7 +192,7 @@ impl Session<'_> {
                     self.say(&format!(" - {p}"))?;
                 }
             }
-            if m.epoch % t.checkpoint_every == 0 || m.epoch == t.num_epochs {
+            if m.epoch.is_multiple_of(t.checkpoint_every) || m.epoch == t.num_epochs {
                 self.run.save_checkpoint(&model, &optimizer, &progress)?;
             }
         }

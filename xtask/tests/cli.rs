@@ -1,0 +1,293 @@
+//! End to end through the `xtask` binary, as users run it: parity against PyTorch
+//! fixtures (f32 and f64 in separate processes), the corpus report, training,
+//! resume after `kill -9`, generation, and clear errors on bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn shared() -> PathBuf {
+    root().join("../shared")
+}
+
+fn xtask(args: &[&str]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    cmd.args(args)
+        .current_dir(root())
+        .env("RNNLM_DATA_DIR", shared().join("datasets"))
+        .env("RNNLM_CACHE_DIR", "/nonexistent/rnnlm-cache"); // never download in tests
+    cmd
+}
+
+fn run_xtask(args: &[&str]) -> Output {
+    xtask(args).output().expect("xtask runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = run_xtask(args);
+    assert!(out.status.success(), "{args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Fails with the error text; asserts it contains every `needle`.
+fn fails(args: &[&str], needles: &[&str]) {
+    let out = run_xtask(args);
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{args:?} should fail cleanly:\n{err}");
+    for needle in needles {
+        assert!(err.contains(needle), "{args:?}: `{needle}` not in:\n{err}");
+    }
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rnnlm-cli-{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const CASES: [&str; 4] = ["scratch_small", "scratch_small_clip", "concise_small", "concise_small_clip"];
+
+#[test]
+fn parity_matches_the_shared_pytorch_fixtures_in_f32_and_f64() {
+    let dir = tmp("parity");
+    let fixtures = shared().join("fixtures");
+    for case in CASES {
+        let input = fixtures.join(format!("{case}.safetensors"));
+        for (dtype, atol, rtol) in [("f32", "1e-5", "1e-4"), ("f64", "1e-10", "1e-9")] {
+            let expected = fixtures.join(format!("{case}.expected.float{}.safetensors", &dtype[1..]));
+            let output = dir.join(format!("{case}.{dtype}.safetensors"));
+            let out = ok(&[
+                "parity", "--input", s(&input), "--output", s(&output), "--dtype", dtype,
+                "--expected", s(&expected), "--atol", atol, "--rtol", rtol,
+            ]);
+            assert!(out.contains("matches"), "{out}");
+        }
+    }
+    // The check can fail: a different learning rate is a mismatch that names the tensor.
+    let input = fixtures.join("scratch_small.safetensors");
+    let expected = fixtures.join("scratch_small.expected.float32.safetensors");
+    fails(
+        &["parity", "--input", s(&input), "--output", s(&dir.join("x")), "--lr", "0.5", "--expected", s(&expected)],
+        &["mismatch", "updated."],
+    );
+}
+
+#[test]
+fn parity_holds_at_the_book_sizes() {
+    // Fixtures made by tools/pytorch/make_book_fixtures.py with the book's PyTorch code.
+    let dir = tmp("book-parity");
+    let fixtures = root().join("tests/fixtures");
+    for model in ["scratch", "concise"] {
+        let input = fixtures.join(format!("book_{model}.safetensors"));
+        for (theta, suffix) in [("1", ""), ("0.01", ".clip")] {
+            let expected = fixtures.join(format!("book_{model}.expected{suffix}.safetensors"));
+            let out = ok(&[
+                "parity", "--input", s(&input), "--output", s(&dir.join("out.safetensors")),
+                "--theta", theta, "--expected", s(&expected),
+            ]);
+            assert!(out.contains("matches"), "{out}");
+        }
+    }
+}
+
+#[test]
+fn parity_rejects_bad_fixtures() {
+    let dir = tmp("bad-fixture");
+    let missing = dir.join("missing.safetensors");
+    fails(&["parity", "--input", s(&missing), "--output", s(&dir.join("o"))], &["missing.safetensors"]);
+    let expected = shared().join("fixtures/scratch_small.expected.float32.safetensors");
+    // An expected-output file has no parameters: the error says what was looked for.
+    fails(&["parity", "--input", s(&expected), "--output", s(&dir.join("o"))], &["W_xh (scratch model) or weight_ih_l0"]);
+    fails(&["parity", "--input", s(&expected), "--output", s(&dir.join("o")), "--model", "concise"], &["weight_ih_l0", "missing"]);
+}
+
+#[test]
+fn corpus_report_json_as_the_book_prints() {
+    let out = ok(&["corpus", "--dataset", "time-machine", "--token", "char", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["vocab_size"], 28);
+    assert_eq!(v["corpus_len"], 170_580);
+    assert_eq!(v["idx_to_token"][1], " ");
+    assert_eq!(v["corpus_head"].as_array().unwrap().len(), 20);
+    let dir = tmp("zipf");
+    let plot = dir.join("zipf.svg");
+    let out = ok(&["corpus", "--token", "word", "--ngrams", "3", "--zipf-plot", s(&plot)]);
+    assert!(out.contains("\"the time traveller\" 59"), "{out}");
+    assert_eq!(std::fs::read_to_string(&plot).unwrap().matches("<polyline").count(), 3);
+    fails(&["corpus", "--dataset", "war-and-peace"], &["war-and-peace", "jaychou-lyrics, time-machine"]);
+}
+
+#[test]
+fn scratch_sequential_learns_and_generates() {
+    let dir = tmp("train");
+    let run = dir.join("run");
+    let out = ok(&[
+        "train", "--config", "configs/scratch_sequential.toml", "--epochs", "60", "--out", s(&run),
+        "--set", "train.predict_every=30",
+    ]);
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let mut lines = metrics.lines();
+    assert_eq!(lines.next(), Some("epoch,perplexity,tokens_per_sec,seconds"));
+    let ppl: Vec<f64> = lines.map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect();
+    assert_eq!(ppl.len(), 60);
+    // A uniform guess over 28 characters has perplexity 28; the book's run is near 10 by epoch 60.
+    assert!(ppl[0] > 15.0 && ppl[59] < 10.0, "perplexity went {} -> {}", ppl[0], ppl[59]);
+    assert!(out.contains("tokens/sec on flex"), "{out}");
+    assert!(run.join("perplexity.svg").exists() && run.join("log.txt").exists());
+
+    let text = ok(&["generate", "--checkpoint", s(&run), "--prefix", "time traveller"]);
+    assert!(text.starts_with("time traveller") && text.trim_end().chars().count() == 14 + 50, "{text}");
+    let sample = ["generate", "--checkpoint", s(&run), "--prefix", "the", "--temperature", "0.8", "--top-k", "5", "--seed", "3"];
+    assert_eq!(ok(&sample), ok(&sample), "a sampling seed repeats");
+    let out = run_xtask(&["generate", "--checkpoint", s(&run), "--prefix", "Time 9"]);
+    assert!(out.status.success());
+    let warning = String::from_utf8_lossy(&out.stderr);
+    assert!(warning.contains("read as <unk>: [\"T\", \"9\"]"), "{warning}");
+
+    // An existing run is never silently overwritten.
+    fails(&["train", "--config", "configs/scratch_sequential.toml", "--out", s(&run)], &["already exists", "--resume", "--force"]);
+    fails(&["generate", "--checkpoint", s(&dir.join("nope")), "--prefix", "a"], &["nope"]);
+    fails(&["generate", "--checkpoint", s(&run), "--prefix", ""], &["prefix is empty"]);
+}
+
+fn perplexities(run: &Path) -> Vec<String> {
+    std::fs::read_to_string(run.join("metrics.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').nth(1).unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn resume_after_kill_9_equals_an_uninterrupted_run() {
+    let dir = tmp("resume");
+    // Adam carries optimizer state, so resuming must restore it too.
+    let common = [
+        "--config", "configs/jaychou_concise.toml", "--epochs", "8", "--set", "train.checkpoint_every=1",
+        "--set", "model.num_hiddens=64", "--quiet",
+    ];
+    let full = dir.join("full");
+    ok(&[&["train", "--out", s(&full)], &common[..]].concat());
+
+    let mut resumed = 0;
+    for kill_after_ms in [700u64, 1100, 1500, 2300] {
+        let part = dir.join(format!("part-{kill_after_ms}"));
+        let mut child = xtask(&[&["train", "--out", s(&part)], &common[..]].concat())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_millis(kill_after_ms) && child.try_wait().unwrap().is_none() {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+        if !part.join("checkpoints/LATEST").exists() {
+            continue; // killed before the first checkpoint: nothing to resume
+        }
+        // Whatever moment the kill hit, the last checkpoint loads and the run finishes as if never stopped.
+        ok(&["generate", "--checkpoint", s(&part), "--prefix", "分开", "--num-preds", "5"]);
+        ok(&["train", "--resume", s(&part), "--quiet"]);
+        assert_eq!(perplexities(&part), perplexities(&full), "killed after {kill_after_ms} ms");
+        resumed += 1;
+    }
+    assert!(resumed >= 2, "only {resumed} kills landed after a checkpoint");
+}
+
+#[test]
+fn bad_configs_are_clear_errors() {
+    let dir = tmp("configs");
+    let write = |name: &str, text: &str| {
+        let p = dir.join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let unknown = write("unknown.toml", "[train]\nlearnig_rate = 0.1\n");
+    fails(&["train", "--config", s(&unknown)], &["unknown.toml", "learnig_rate"]);
+    let wrong = write("wrong.toml", "[model]\nnum_hiddens = \"big\"\n");
+    fails(&["train", "--config", s(&wrong)], &["wrong.toml", "num_hiddens"]);
+    let cfg = "configs/scratch_sequential.toml";
+    fails(&["train", "--config", cfg, "--lr", "-1"], &["train.lr = -1"]);
+    fails(&["train", "--config", cfg, "--set", "train.num_steps=0"], &["train.num_steps = 0"]);
+    fails(&["train", "--config", cfg, "--set", "train.batch_size=400", "--out", s(&dir.join("r"))], &["batch_size", "10000"]);
+    fails(&["train", "--config", s(&dir.join("absent.toml"))], &["absent.toml"]);
+    fails(&["train", "--config", cfg, "--backend", "wgpu"], &["--features wgpu"]);
+    fails(&["train", "--resume", s(&dir.join("never"))], &["never"]);
+}
+
+#[test]
+fn word_level_and_lyrics_runs_work() {
+    let dir = tmp("word");
+    let run = dir.join("w");
+    ok(&[
+        "train", "--config", "configs/scratch_sequential.toml", "--epochs", "2", "--out", s(&run), "--quiet",
+        "--set", "data.token=word", "--set", "model.num_hiddens=32", "--set", "train.num_steps=5",
+        "--set", "train.prefixes=[\"the time\"]",
+    ]);
+    let text = ok(&["generate", "--checkpoint", s(&run), "--prefix", "the time traveller", "--num-preds", "4"]);
+    assert_eq!(text.split_whitespace().count(), 7, "{text}");
+    let lyrics = dir.join("j");
+    let out = ok(&[
+        "train", "--config", "configs/jaychou_scratch_random.toml", "--epochs", "2", "--out", s(&lyrics),
+        "--set", "train.predict_every=1", "--set", "model.num_hiddens=32",
+    ]);
+    assert!(out.contains(" - 分开") && out.contains(" - 不分开"), "{out}");
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_and_the_run_resumes() {
+    let dir = tmp("sigint");
+    let run = dir.join("r");
+    let child = xtask(&[
+        "train", "--config", "configs/scratch_sequential.toml", "--out", s(&run), "--epochs", "400",
+        "--set", "model.num_hiddens=32", "--set", "train.checkpoint_every=1", "--quiet",
+    ])
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null())
+    .spawn()
+    .unwrap();
+    let start = Instant::now();
+    while !run.join("checkpoints/LATEST").exists() {
+        assert!(start.elapsed() < Duration::from_secs(60), "no checkpoint written");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("interrupted"));
+    let done = perplexities(&run).len();
+    assert!(done < 400, "the run finished before the interrupt");
+    ok(&["generate", "--checkpoint", s(&run), "--prefix", "time"]);
+    ok(&["train", "--resume", s(&run), "--epochs", &(done + 2).to_string(), "--quiet"]);
+    assert_eq!(perplexities(&run).len(), done + 2);
+}
+
+#[test]
+fn a_diverging_run_stops_with_advice_and_keeps_its_checkpoint() {
+    let dir = tmp("nan");
+    let run = dir.join("r");
+    fails(
+        &[
+            "train", "--config", "configs/scratch_sequential.toml", "--out", s(&run), "--epochs", "50",
+            "--set", "model.num_hiddens=32", "--set", "train.checkpoint_every=1", "--set", "train.theta=1e30",
+            "--set", "train.lr=1e300", "--quiet",
+        ],
+        &["training diverged", "lower train.lr", "minibatch"],
+    );
+    // Nothing half-written: whatever checkpoint exists still generates.
+    if run.join("checkpoints/LATEST").exists() {
+        ok(&["generate", "--checkpoint", s(&run), "--prefix", "time"]);
+    }
+}
