@@ -29,7 +29,11 @@ fn run_xtask(args: &[&str]) -> Output {
 
 fn ok(args: &[&str]) -> String {
     let out = run_xtask(args);
-    assert!(out.status.success(), "{args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8(out.stdout).unwrap()
 }
 
@@ -37,7 +41,11 @@ fn ok(args: &[&str]) -> String {
 fn fails(args: &[&str], needles: &[&str]) {
     let out = run_xtask(args);
     let err = String::from_utf8_lossy(&out.stderr).into_owned();
-    assert_eq!(out.status.code(), Some(1), "{args:?} should fail cleanly:\n{err}");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{args:?} should fail cleanly:\n{err}"
+    );
     for needle in needles {
         assert!(err.contains(needle), "{args:?}: `{needle}` not in:\n{err}");
     }
@@ -54,7 +62,12 @@ fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
 
-const CASES: [&str; 4] = ["scratch_small", "scratch_small_clip", "concise_small", "concise_small_clip"];
+const CASES: [&str; 4] = [
+    "scratch_small",
+    "scratch_small_clip",
+    "concise_small",
+    "concise_small_clip",
+];
 
 #[test]
 fn parity_matches_the_shared_pytorch_fixtures_in_f32_and_f64() {
@@ -63,11 +76,23 @@ fn parity_matches_the_shared_pytorch_fixtures_in_f32_and_f64() {
     for case in CASES {
         let input = fixtures.join(format!("{case}.safetensors"));
         for (dtype, atol, rtol) in [("f32", "1e-5", "1e-4"), ("f64", "1e-10", "1e-9")] {
-            let expected = fixtures.join(format!("{case}.expected.float{}.safetensors", &dtype[1..]));
+            let expected =
+                fixtures.join(format!("{case}.expected.float{}.safetensors", &dtype[1..]));
             let output = dir.join(format!("{case}.{dtype}.safetensors"));
             let out = ok(&[
-                "parity", "--input", s(&input), "--output", s(&output), "--dtype", dtype,
-                "--expected", s(&expected), "--atol", atol, "--rtol", rtol,
+                "parity",
+                "--input",
+                s(&input),
+                "--output",
+                s(&output),
+                "--dtype",
+                dtype,
+                "--expected",
+                s(&expected),
+                "--atol",
+                atol,
+                "--rtol",
+                rtol,
             ]);
             assert!(out.contains("matches"), "{out}");
         }
@@ -76,7 +101,17 @@ fn parity_matches_the_shared_pytorch_fixtures_in_f32_and_f64() {
     let input = fixtures.join("scratch_small.safetensors");
     let expected = fixtures.join("scratch_small.expected.float32.safetensors");
     fails(
-        &["parity", "--input", s(&input), "--output", s(&dir.join("x")), "--lr", "0.5", "--expected", s(&expected)],
+        &[
+            "parity",
+            "--input",
+            s(&input),
+            "--output",
+            s(&dir.join("x")),
+            "--lr",
+            "0.5",
+            "--expected",
+            s(&expected),
+        ],
         &["mismatch", "updated."],
     );
 }
@@ -91,8 +126,15 @@ fn parity_holds_at_the_book_sizes() {
         for (theta, suffix) in [("1", ""), ("0.01", ".clip")] {
             let expected = fixtures.join(format!("book_{model}.expected{suffix}.safetensors"));
             let out = ok(&[
-                "parity", "--input", s(&input), "--output", s(&dir.join("out.safetensors")),
-                "--theta", theta, "--expected", s(&expected),
+                "parity",
+                "--input",
+                s(&input),
+                "--output",
+                s(&dir.join("out.safetensors")),
+                "--theta",
+                theta,
+                "--expected",
+                s(&expected),
             ]);
             assert!(out.contains("matches"), "{out}");
         }
@@ -103,16 +145,52 @@ fn parity_holds_at_the_book_sizes() {
 fn parity_rejects_bad_fixtures() {
     let dir = tmp("bad-fixture");
     let missing = dir.join("missing.safetensors");
-    fails(&["parity", "--input", s(&missing), "--output", s(&dir.join("o"))], &["missing.safetensors"]);
+    fails(
+        &[
+            "parity",
+            "--input",
+            s(&missing),
+            "--output",
+            s(&dir.join("o")),
+        ],
+        &["missing.safetensors"],
+    );
     let expected = shared().join("fixtures/scratch_small.expected.float32.safetensors");
     // An expected-output file has no parameters: the error says what was looked for.
-    fails(&["parity", "--input", s(&expected), "--output", s(&dir.join("o"))], &["W_xh (scratch model) or weight_ih_l0"]);
-    fails(&["parity", "--input", s(&expected), "--output", s(&dir.join("o")), "--model", "concise"], &["weight_ih_l0", "missing"]);
+    fails(
+        &[
+            "parity",
+            "--input",
+            s(&expected),
+            "--output",
+            s(&dir.join("o")),
+        ],
+        &["W_xh (scratch model) or weight_ih_l0"],
+    );
+    fails(
+        &[
+            "parity",
+            "--input",
+            s(&expected),
+            "--output",
+            s(&dir.join("o")),
+            "--model",
+            "concise",
+        ],
+        &["weight_ih_l0", "missing"],
+    );
 }
 
 #[test]
 fn corpus_report_json_as_the_book_prints() {
-    let out = ok(&["corpus", "--dataset", "time-machine", "--token", "char", "--json"]);
+    let out = ok(&[
+        "corpus",
+        "--dataset",
+        "time-machine",
+        "--token",
+        "char",
+        "--json",
+    ]);
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["vocab_size"], 28);
     assert_eq!(v["corpus_len"], 170_580);
@@ -120,10 +198,27 @@ fn corpus_report_json_as_the_book_prints() {
     assert_eq!(v["corpus_head"].as_array().unwrap().len(), 20);
     let dir = tmp("zipf");
     let plot = dir.join("zipf.svg");
-    let out = ok(&["corpus", "--token", "word", "--ngrams", "3", "--zipf-plot", s(&plot)]);
+    let out = ok(&[
+        "corpus",
+        "--token",
+        "word",
+        "--ngrams",
+        "3",
+        "--zipf-plot",
+        s(&plot),
+    ]);
     assert!(out.contains("\"the time traveller\" 59"), "{out}");
-    assert_eq!(std::fs::read_to_string(&plot).unwrap().matches("<polyline").count(), 3);
-    fails(&["corpus", "--dataset", "war-and-peace"], &["war-and-peace", "jaychou-lyrics, time-machine"]);
+    assert_eq!(
+        std::fs::read_to_string(&plot)
+            .unwrap()
+            .matches("<polyline")
+            .count(),
+        3
+    );
+    fails(
+        &["corpus", "--dataset", "war-and-peace"],
+        &["war-and-peace", "jaychou-lyrics, time-machine"],
+    );
 }
 
 #[test]
@@ -131,32 +226,94 @@ fn scratch_sequential_learns_and_generates() {
     let dir = tmp("train");
     let run = dir.join("run");
     let out = ok(&[
-        "train", "--config", "configs/scratch_sequential.toml", "--epochs", "60", "--out", s(&run),
-        "--set", "train.predict_every=30",
+        "train",
+        "--config",
+        "configs/scratch_sequential.toml",
+        "--epochs",
+        "60",
+        "--out",
+        s(&run),
+        "--set",
+        "train.predict_every=30",
     ]);
     let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
     let mut lines = metrics.lines();
-    assert_eq!(lines.next(), Some("epoch,perplexity,tokens_per_sec,seconds"));
-    let ppl: Vec<f64> = lines.map(|l| l.split(',').nth(1).unwrap().parse().unwrap()).collect();
+    assert_eq!(
+        lines.next(),
+        Some("epoch,perplexity,tokens_per_sec,seconds")
+    );
+    let ppl: Vec<f64> = lines
+        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .collect();
     assert_eq!(ppl.len(), 60);
     // A uniform guess over 28 characters has perplexity 28; the book's run is near 10 by epoch 60.
-    assert!(ppl[0] > 15.0 && ppl[59] < 10.0, "perplexity went {} -> {}", ppl[0], ppl[59]);
+    assert!(
+        ppl[0] > 15.0 && ppl[59] < 10.0,
+        "perplexity went {} -> {}",
+        ppl[0],
+        ppl[59]
+    );
     assert!(out.contains("tokens/sec on flex"), "{out}");
     assert!(run.join("perplexity.svg").exists() && run.join("log.txt").exists());
 
-    let text = ok(&["generate", "--checkpoint", s(&run), "--prefix", "time traveller"]);
-    assert!(text.starts_with("time traveller") && text.trim_end().chars().count() == 14 + 50, "{text}");
-    let sample = ["generate", "--checkpoint", s(&run), "--prefix", "the", "--temperature", "0.8", "--top-k", "5", "--seed", "3"];
+    let text = ok(&[
+        "generate",
+        "--checkpoint",
+        s(&run),
+        "--prefix",
+        "time traveller",
+    ]);
+    assert!(
+        text.starts_with("time traveller") && text.trim_end().chars().count() == 14 + 50,
+        "{text}"
+    );
+    let sample = [
+        "generate",
+        "--checkpoint",
+        s(&run),
+        "--prefix",
+        "the",
+        "--temperature",
+        "0.8",
+        "--top-k",
+        "5",
+        "--seed",
+        "3",
+    ];
     assert_eq!(ok(&sample), ok(&sample), "a sampling seed repeats");
     let out = run_xtask(&["generate", "--checkpoint", s(&run), "--prefix", "Time 9"]);
     assert!(out.status.success());
     let warning = String::from_utf8_lossy(&out.stderr);
-    assert!(warning.contains("read as <unk>: [\"T\", \"9\"]"), "{warning}");
+    assert!(
+        warning.contains("read as <unk>: [\"T\", \"9\"]"),
+        "{warning}"
+    );
 
     // An existing run is never silently overwritten.
-    fails(&["train", "--config", "configs/scratch_sequential.toml", "--out", s(&run)], &["already exists", "--resume", "--force"]);
-    fails(&["generate", "--checkpoint", s(&dir.join("nope")), "--prefix", "a"], &["nope"]);
-    fails(&["generate", "--checkpoint", s(&run), "--prefix", ""], &["prefix is empty"]);
+    fails(
+        &[
+            "train",
+            "--config",
+            "configs/scratch_sequential.toml",
+            "--out",
+            s(&run),
+        ],
+        &["already exists", "--resume", "--force"],
+    );
+    fails(
+        &[
+            "generate",
+            "--checkpoint",
+            s(&dir.join("nope")),
+            "--prefix",
+            "a",
+        ],
+        &["nope"],
+    );
+    fails(
+        &["generate", "--checkpoint", s(&run), "--prefix", ""],
+        &["prefix is empty"],
+    );
 }
 
 fn perplexities(run: &Path) -> Vec<String> {
@@ -173,8 +330,15 @@ fn resume_after_kill_9_equals_an_uninterrupted_run() {
     let dir = tmp("resume");
     // Adam carries optimizer state, so resuming must restore it too.
     let common = [
-        "--config", "configs/jaychou_concise.toml", "--epochs", "8", "--set", "train.checkpoint_every=1",
-        "--set", "model.num_hiddens=64", "--quiet",
+        "--config",
+        "configs/jaychou_concise.toml",
+        "--epochs",
+        "8",
+        "--set",
+        "train.checkpoint_every=1",
+        "--set",
+        "model.num_hiddens=64",
+        "--quiet",
     ];
     let full = dir.join("full");
     ok(&[&["train", "--out", s(&full)], &common[..]].concat());
@@ -188,7 +352,9 @@ fn resume_after_kill_9_equals_an_uninterrupted_run() {
             .spawn()
             .unwrap();
         let start = Instant::now();
-        while start.elapsed() < Duration::from_millis(kill_after_ms) && child.try_wait().unwrap().is_none() {
+        while start.elapsed() < Duration::from_millis(kill_after_ms)
+            && child.try_wait().unwrap().is_none()
+        {
             std::thread::sleep(Duration::from_millis(10));
         }
         child.kill().unwrap(); // SIGKILL
@@ -197,12 +363,27 @@ fn resume_after_kill_9_equals_an_uninterrupted_run() {
             continue; // killed before the first checkpoint: nothing to resume
         }
         // Whatever moment the kill hit, the last checkpoint loads and the run finishes as if never stopped.
-        ok(&["generate", "--checkpoint", s(&part), "--prefix", "分开", "--num-preds", "5"]);
+        ok(&[
+            "generate",
+            "--checkpoint",
+            s(&part),
+            "--prefix",
+            "分开",
+            "--num-preds",
+            "5",
+        ]);
         ok(&["train", "--resume", s(&part), "--quiet"]);
-        assert_eq!(perplexities(&part), perplexities(&full), "killed after {kill_after_ms} ms");
+        assert_eq!(
+            perplexities(&part),
+            perplexities(&full),
+            "killed after {kill_after_ms} ms"
+        );
         resumed += 1;
     }
-    assert!(resumed >= 2, "only {resumed} kills landed after a checkpoint");
+    assert!(
+        resumed >= 2,
+        "only {resumed} kills landed after a checkpoint"
+    );
 }
 
 #[test]
@@ -214,15 +395,44 @@ fn bad_configs_are_clear_errors() {
         p
     };
     let unknown = write("unknown.toml", "[train]\nlearnig_rate = 0.1\n");
-    fails(&["train", "--config", s(&unknown)], &["unknown.toml", "learnig_rate"]);
+    fails(
+        &["train", "--config", s(&unknown)],
+        &["unknown.toml", "learnig_rate"],
+    );
     let wrong = write("wrong.toml", "[model]\nnum_hiddens = \"big\"\n");
-    fails(&["train", "--config", s(&wrong)], &["wrong.toml", "num_hiddens"]);
+    fails(
+        &["train", "--config", s(&wrong)],
+        &["wrong.toml", "num_hiddens"],
+    );
     let cfg = "configs/scratch_sequential.toml";
-    fails(&["train", "--config", cfg, "--lr", "-1"], &["train.lr = -1"]);
-    fails(&["train", "--config", cfg, "--set", "train.num_steps=0"], &["train.num_steps = 0"]);
-    fails(&["train", "--config", cfg, "--set", "train.batch_size=400", "--out", s(&dir.join("r"))], &["batch_size", "10000"]);
-    fails(&["train", "--config", s(&dir.join("absent.toml"))], &["absent.toml"]);
-    fails(&["train", "--config", cfg, "--backend", "wgpu"], &["--features wgpu"]);
+    fails(
+        &["train", "--config", cfg, "--lr", "-1"],
+        &["train.lr = -1"],
+    );
+    fails(
+        &["train", "--config", cfg, "--set", "train.num_steps=0"],
+        &["train.num_steps = 0"],
+    );
+    fails(
+        &[
+            "train",
+            "--config",
+            cfg,
+            "--set",
+            "train.batch_size=400",
+            "--out",
+            s(&dir.join("r")),
+        ],
+        &["batch_size", "10000"],
+    );
+    fails(
+        &["train", "--config", s(&dir.join("absent.toml"))],
+        &["absent.toml"],
+    );
+    fails(
+        &["train", "--config", cfg, "--backend", "wgpu"],
+        &["--features wgpu"],
+    );
     fails(&["train", "--resume", s(&dir.join("never"))], &["never"]);
 }
 
@@ -231,18 +441,51 @@ fn word_level_and_lyrics_runs_work() {
     let dir = tmp("word");
     let run = dir.join("w");
     ok(&[
-        "train", "--config", "configs/scratch_sequential.toml", "--epochs", "2", "--out", s(&run), "--quiet",
-        "--set", "data.token=word", "--set", "model.num_hiddens=32", "--set", "train.num_steps=5",
-        "--set", "train.prefixes=[\"the time\"]",
+        "train",
+        "--config",
+        "configs/scratch_sequential.toml",
+        "--epochs",
+        "2",
+        "--out",
+        s(&run),
+        "--quiet",
+        "--set",
+        "data.token=word",
+        "--set",
+        "model.num_hiddens=32",
+        "--set",
+        "train.num_steps=5",
+        "--set",
+        "train.prefixes=[\"the time\"]",
     ]);
-    let text = ok(&["generate", "--checkpoint", s(&run), "--prefix", "the time traveller", "--num-preds", "4"]);
+    let text = ok(&[
+        "generate",
+        "--checkpoint",
+        s(&run),
+        "--prefix",
+        "the time traveller",
+        "--num-preds",
+        "4",
+    ]);
     assert_eq!(text.split_whitespace().count(), 7, "{text}");
     let lyrics = dir.join("j");
     let out = ok(&[
-        "train", "--config", "configs/jaychou_scratch_random.toml", "--epochs", "2", "--out", s(&lyrics),
-        "--set", "train.predict_every=1", "--set", "model.num_hiddens=32",
+        "train",
+        "--config",
+        "configs/jaychou_scratch_random.toml",
+        "--epochs",
+        "2",
+        "--out",
+        s(&lyrics),
+        "--set",
+        "train.predict_every=1",
+        "--set",
+        "model.num_hiddens=32",
     ]);
-    assert!(out.contains(" - 分开") && out.contains(" - 不分开"), "{out}");
+    assert!(
+        out.contains(" - 分开") && out.contains(" - 不分开"),
+        "{out}"
+    );
 }
 
 #[test]
@@ -250,8 +493,18 @@ fn ctrl_c_stops_cleanly_and_the_run_resumes() {
     let dir = tmp("sigint");
     let run = dir.join("r");
     let child = xtask(&[
-        "train", "--config", "configs/scratch_sequential.toml", "--out", s(&run), "--epochs", "400",
-        "--set", "model.num_hiddens=32", "--set", "train.checkpoint_every=1", "--quiet",
+        "train",
+        "--config",
+        "configs/scratch_sequential.toml",
+        "--out",
+        s(&run),
+        "--epochs",
+        "400",
+        "--set",
+        "model.num_hiddens=32",
+        "--set",
+        "train.checkpoint_every=1",
+        "--quiet",
     ])
     .stdout(Stdio::piped())
     .stderr(Stdio::null())
@@ -259,10 +512,16 @@ fn ctrl_c_stops_cleanly_and_the_run_resumes() {
     .unwrap();
     let start = Instant::now();
     while !run.join("checkpoints/LATEST").exists() {
-        assert!(start.elapsed() < Duration::from_secs(60), "no checkpoint written");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no checkpoint written"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
-    let sent = Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(sent.success());
     let out = child.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(130));
@@ -270,7 +529,14 @@ fn ctrl_c_stops_cleanly_and_the_run_resumes() {
     let done = perplexities(&run).len();
     assert!(done < 400, "the run finished before the interrupt");
     ok(&["generate", "--checkpoint", s(&run), "--prefix", "time"]);
-    ok(&["train", "--resume", s(&run), "--epochs", &(done + 2).to_string(), "--quiet"]);
+    ok(&[
+        "train",
+        "--resume",
+        s(&run),
+        "--epochs",
+        &(done + 2).to_string(),
+        "--quiet",
+    ]);
     assert_eq!(perplexities(&run).len(), done + 2);
 }
 
@@ -280,9 +546,22 @@ fn a_diverging_run_stops_with_advice_and_keeps_its_checkpoint() {
     let run = dir.join("r");
     fails(
         &[
-            "train", "--config", "configs/scratch_sequential.toml", "--out", s(&run), "--epochs", "50",
-            "--set", "model.num_hiddens=32", "--set", "train.checkpoint_every=1", "--set", "train.theta=1e30",
-            "--set", "train.lr=1e300", "--quiet",
+            "train",
+            "--config",
+            "configs/scratch_sequential.toml",
+            "--out",
+            s(&run),
+            "--epochs",
+            "50",
+            "--set",
+            "model.num_hiddens=32",
+            "--set",
+            "train.checkpoint_every=1",
+            "--set",
+            "train.theta=1e30",
+            "--set",
+            "train.lr=1e300",
+            "--quiet",
         ],
         &["training diverged", "lower train.lr", "minibatch"],
     );
