@@ -2,6 +2,7 @@
 //! lists the commands; `cargo xtask <command> --help` explains each.
 
 mod backend;
+mod bench;
 mod corpus;
 mod parity;
 mod train;
@@ -29,6 +30,11 @@ enum Command {
     Train(train::TrainArgs),
     /// Continue a prefix with a trained model.
     Generate(train::GenerateArgs),
+    /// Training speed and memory, optionally side by side with the book's PyTorch code.
+    Bench(bench::BenchArgs),
+    /// (internal) one bench side: trains an epoch per line on stdin.
+    #[command(hide = true)]
+    BenchWorker(bench::WorkerArgs),
 }
 
 fn main() {
@@ -38,6 +44,8 @@ fn main() {
         Command::Parity(args) => parity::run(args),
         Command::Train(args) => train::run(args),
         Command::Generate(args) => train::generate(args),
+        Command::Bench(args) => bench::run(args),
+        Command::BenchWorker(args) => bench::worker(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");

@@ -6,7 +6,7 @@ use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use anyhow::{Result, bail};
+use anyhow::{Context, Result, bail};
 use burn::optim::{AdamConfig, ModuleOptimizer, SgdConfig};
 use burn::tensor::Device;
 use rand::SeedableRng;
@@ -15,7 +15,7 @@ use rnnlm_data::{Corpus, epoch_batches};
 use rnnlm_model::{Decoding, Model, predict_ch8, train_step};
 
 use crate::run_dir::{EpochMetrics, Progress, RunDir};
-use crate::{Optimizer, StateMode, TrainConfig};
+use crate::{Optimizer, StateMode, TrainConfig, TrainSection};
 
 /// How much the trainer prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,6 +62,63 @@ fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
     StdRng::seed_from_u64(seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
+/// One epoch of `train_epoch_ch8`: the minibatches of `epoch` (drawn from `t.seed` and
+/// the epoch number), a step on each, the state carried or reset per `t.state`.
+/// Returns `None` for the metrics when `stop` was set before the epoch finished.
+pub fn train_epoch(
+    mut model: Model,
+    optimizer: &mut ModuleOptimizer,
+    t: &TrainSection,
+    corpus: &Corpus,
+    device: &Device,
+    epoch: usize,
+    stop: &AtomicBool,
+) -> Result<(Model, Option<EpochMetrics>)> {
+    let start = Instant::now();
+    let batches = epoch_batches(
+        &corpus.indices,
+        t.batch_size,
+        t.num_steps,
+        t.sampler,
+        &mut epoch_rng(t.seed, epoch),
+    )?;
+    let (mut loss_sum, mut tokens) = (0.0, 0usize);
+    let mut state = None;
+    for (i, batch) in batches.iter().enumerate() {
+        if stop.load(Ordering::SeqCst) {
+            return Ok((model, None));
+        }
+        let (x, y) = batch.to_tensors(device);
+        let state_in = match (t.state, state.take()) {
+            (StateMode::Carry, Some(s)) => s, // train_step returned it detached: truncated BPTT
+            _ => model.begin_state(t.batch_size, device),
+        };
+        let step = train_step(model, optimizer, x, y, state_in, t.theta, t.lr, false);
+        model = step.model;
+        state = Some(step.state);
+        let batch_loss: f64 = step.token_losses.into_data().iter::<f64>().sum();
+        if !batch_loss.is_finite() {
+            bail!(
+                "loss is {batch_loss} at epoch {}, minibatch {}: training diverged; lower train.lr (now {}) or train.theta (now {})",
+                epoch + 1,
+                i + 1,
+                t.lr,
+                t.theta
+            );
+        }
+        loss_sum += batch_loss;
+        tokens += batch.y.len();
+    }
+    let seconds = start.elapsed().as_secs_f64();
+    let metrics = EpochMetrics {
+        epoch: epoch + 1,
+        perplexity: (loss_sum / tokens as f64).exp(),
+        tokens_per_sec: tokens as f64 / seconds,
+        seconds,
+    };
+    Ok((model, Some(metrics)))
+}
+
 impl Session<'_> {
     fn say(&self, line: &str) -> Result<()> {
         println!("{line}");
@@ -100,7 +157,6 @@ impl Session<'_> {
                 .write_header(config, &self.corpus.vocab, &model_config)?;
             let progress = Progress {
                 epoch: 0,
-                seed: t.seed,
                 metrics: Vec::new(),
             };
             (
@@ -118,54 +174,26 @@ impl Session<'_> {
         let mut interrupted = false;
 
         for epoch in progress.epoch..t.num_epochs {
-            let start = Instant::now();
-            let batches = epoch_batches(
-                &self.corpus.indices,
-                t.batch_size,
-                t.num_steps,
-                t.sampler,
-                &mut epoch_rng(progress.seed, epoch),
-            )?;
-            let (mut loss_sum, mut tokens) = (0.0, 0usize);
-            let mut state = None;
-            for (i, batch) in batches.iter().enumerate() {
-                if self.stop.load(Ordering::SeqCst) {
-                    interrupted = true;
-                    break;
-                }
-                let (x, y) = batch.to_tensors(self.device);
-                let state_in = match (t.state, state.take()) {
-                    (StateMode::Carry, Some(s)) => s, // train_step returned it detached: truncated BPTT
-                    _ => model.begin_state(t.batch_size, self.device),
-                };
-                let step = train_step(model, &mut optimizer, x, y, state_in, t.theta, t.lr, false);
-                model = step.model;
-                state = Some(step.state);
-                let batch_loss: f64 = step.token_losses.into_data().iter::<f64>().sum();
-                if !batch_loss.is_finite() {
-                    bail!(
-                        "loss is {batch_loss} at epoch {}, minibatch {}: training diverged; lower train.lr (now {}) or train.theta (now {}). \
-                         The last good checkpoint (epoch {}) is kept in {}",
-                        epoch + 1,
-                        i + 1,
-                        t.lr,
-                        t.theta,
-                        progress.epoch,
-                        self.run.path.display()
-                    );
-                }
-                loss_sum += batch_loss;
-                tokens += batch.y.len();
-            }
-            if interrupted {
+            let (trained, outcome) = train_epoch(
+                model,
+                &mut optimizer,
+                t,
+                self.corpus,
+                self.device,
+                epoch,
+                self.stop,
+            )
+            .with_context(|| {
+                format!(
+                    "the last good checkpoint (epoch {}) is kept in {}",
+                    progress.epoch,
+                    self.run.path.display()
+                )
+            })?;
+            model = trained;
+            let Some(m) = outcome else {
+                interrupted = true;
                 break;
-            }
-            let seconds = start.elapsed().as_secs_f64();
-            let m = EpochMetrics {
-                epoch: epoch + 1,
-                perplexity: (loss_sum / tokens as f64).exp(),
-                tokens_per_sec: tokens as f64 / seconds,
-                seconds,
             };
             progress.metrics.push(m);
             progress.epoch = epoch + 1;

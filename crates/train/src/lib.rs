@@ -6,5 +6,5 @@ mod learner;
 mod run_dir;
 
 pub use config::{DataConfig, ModelSection, Optimizer, StateMode, TrainConfig, TrainSection};
-pub use learner::{Output, Session, Summary, new_optimizer};
+pub use learner::{Output, Session, Summary, new_optimizer, train_epoch};
 pub use run_dir::{Checkpoint, EpochMetrics, Existing, Progress, RunDir};

@@ -29,9 +29,8 @@ pub struct EpochMetrics {
 /// What a checkpoint restores besides the weights and the optimizer state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Progress {
-    /// Completed epochs; the next epoch's sampler rng is derived from `seed` and this.
+    /// Completed epochs; the next epoch's sampler rng is derived from `train.seed` and this.
     pub epoch: usize,
-    pub seed: u64,
     pub metrics: Vec<EpochMetrics>,
 }
 

@@ -1,0 +1,322 @@
+//! `cargo xtask bench`: rnnlm's training side by side with the book's PyTorch code
+//! (`bench/pytorch_ch8.py`), interleaved epoch by epoch so machine noise hits both.
+
+use std::io::{BufRead, BufReader, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use anyhow::{Context, Result, bail};
+use burn::tensor::{Device, Tensor};
+use clap::Args;
+use rnnlm_data::{DataDirs, load_corpus};
+use rnnlm_model::ModelKind;
+use rnnlm_train::{EpochMetrics, TrainConfig, new_optimizer, train_epoch};
+use serde_json::json;
+
+use crate::train::source_of;
+
+#[derive(Debug, Clone, Args)]
+pub struct BenchArgs {
+    /// Experiment config.
+    #[arg(long)]
+    pub config: PathBuf,
+    /// Epochs per side (the first is reported as warm-up and left out of the statistics).
+    #[arg(long, default_value_t = 30)]
+    pub epochs: usize,
+    /// CPU threads for both sides.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Also run the book's PyTorch code (needs `python3` with torch).
+    #[arg(long)]
+    pub against_pytorch: bool,
+    /// Python interpreter for the PyTorch side.
+    #[arg(long, default_value = "python3")]
+    pub python: String,
+    /// Write the numbers as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
+    /// Vary one size: hidden=128,256,512 (or batch_size=..., num_steps=...).
+    #[arg(long)]
+    pub sweep: Option<String>,
+    /// Config overrides for both sides: --set model.num_hiddens=256.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    pub set: Vec<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct WorkerArgs {
+    #[arg(long)]
+    pub config: PathBuf,
+    #[arg(long = "set")]
+    pub set: Vec<String>,
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+}
+
+/// Trains one epoch per line read on stdin and prints each epoch's metrics as JSON.
+pub fn worker(args: &WorkerArgs) -> Result<()> {
+    set_threads(args.threads);
+    let config = TrainConfig::load(&args.config, &args.set)?;
+    let d = &config.data;
+    let corpus = load_corpus(
+        &source_of(&config),
+        d.token,
+        d.max_tokens,
+        d.min_freq,
+        &DataDirs::from_env(d.data_dir.clone()),
+    )?;
+    let device = Device::flex().autodiff();
+    let t = &config.train;
+    let mut model = config
+        .model_config(corpus.vocab.len())
+        .init(t.seed, &device)?;
+    let mut optimizer = new_optimizer(t.optimizer);
+    let never = AtomicBool::new(false);
+    let stdin = std::io::stdin();
+    for (epoch, line) in stdin.lock().lines().enumerate() {
+        line?;
+        let (trained, metrics) =
+            train_epoch(model, &mut optimizer, t, &corpus, &device, epoch, &never)?;
+        model = trained;
+        println!("{}", serde_json::to_string(&metrics)?);
+    }
+    Ok(())
+}
+
+fn set_threads(n: usize) {
+    // Read by rayon when its global pool starts, before any tensor work.
+    unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+}
+
+/// A worker process driven one epoch at a time.
+struct Side {
+    name: &'static str,
+    child: Child,
+    stdin: ChildStdin,
+    stdout: BufReader<ChildStdout>,
+    speeds: Vec<f64>,
+}
+
+impl Side {
+    fn spawn(name: &'static str, mut cmd: Command) -> Result<Self> {
+        let mut child = cmd
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .with_context(|| format!("cannot start the {name} side: {cmd:?}"))?;
+        let stdin = child.stdin.take().expect("piped");
+        let stdout = BufReader::new(child.stdout.take().expect("piped"));
+        Ok(Self {
+            name,
+            child,
+            stdin,
+            stdout,
+            speeds: Vec::new(),
+        })
+    }
+
+    fn epoch(&mut self) -> Result<EpochMetrics> {
+        writeln!(self.stdin, "go")?;
+        self.stdin.flush()?;
+        let mut line = String::new();
+        if self.stdout.read_line(&mut line)? == 0 {
+            bail!("the {} side exited early (see its error above)", self.name);
+        }
+        let m: EpochMetrics = serde_json::from_str(line.trim())
+            .with_context(|| format!("{} side printed {line:?}", self.name))?;
+        self.speeds.push(m.tokens_per_sec);
+        Ok(m)
+    }
+
+    /// Peak resident memory (VmHWM) while the process is still alive, in MiB.
+    fn peak_rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let kb: f64 = status
+            .lines()
+            .find(|l| l.starts_with("VmHWM:"))?
+            .split_whitespace()
+            .nth(1)?
+            .parse()
+            .ok()?;
+        Some(kb / 1024.0)
+    }
+
+    fn finish(mut self) -> Result<(Stats, Option<f64>)> {
+        let rss = self.peak_rss_mib();
+        drop(self.stdin);
+        self.child.wait()?;
+        Ok((Stats::of(&self.speeds[1.min(self.speeds.len())..]), rss))
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Stats {
+    median: f64,
+    p10: f64,
+    p90: f64,
+}
+
+impl Stats {
+    fn of(values: &[f64]) -> Self {
+        let mut v = values.to_vec();
+        v.sort_by(f64::total_cmp);
+        let at = |q: f64| {
+            if v.is_empty() {
+                f64::NAN
+            } else {
+                v[((v.len() - 1) as f64 * q).round() as usize]
+            }
+        };
+        Self {
+            median: at(0.5),
+            p10: at(0.1),
+            p90: at(0.9),
+        }
+    }
+}
+
+/// Multiply-add FLOPs per target token of one training step (forward + backward, ~3x forward),
+/// counting the one-hot input product as the book's dense `[V] x [V, H]` product.
+fn flops_per_token(config: &TrainConfig, vocab: usize) -> f64 {
+    let (h, v) = (config.model.num_hiddens as f64, vocab as f64);
+    let layers = match config.model.kind {
+        ModelKind::Scratch => 1.0,
+        ModelKind::Concise => config.model.num_layers as f64,
+    };
+    3.0 * 2.0 * (v * h + layers * h * h + h * v)
+}
+
+/// FLOP/s of a plain `[32, H] x [H, H]` product on flex, on this process's threads.
+fn matmul_flops(h: usize) -> f64 {
+    let device = Device::flex();
+    let a = Tensor::<2>::ones([32, h], &device);
+    let w = Tensor::<2>::ones([h, h], &device).div_scalar(h as f64);
+    let run = |reps: usize| {
+        let start = Instant::now();
+        for _ in 0..reps {
+            let _ = a.clone().matmul(w.clone()).into_data();
+        }
+        start.elapsed().as_secs_f64()
+    };
+    run(20);
+    let reps = 400;
+    2.0 * 32.0 * (h * h) as f64 * reps as f64 / run(reps)
+}
+
+fn compare(args: &BenchArgs, overrides: &[String]) -> Result<serde_json::Value> {
+    let config = TrainConfig::load(&args.config, overrides)?;
+    let d = &config.data;
+    let corpus = load_corpus(
+        &source_of(&config),
+        d.token,
+        d.max_tokens,
+        d.min_freq,
+        &DataDirs::from_env(d.data_dir.clone()),
+    )?;
+    let exe = std::env::current_exe()?;
+    let mut rnnlm = Command::new(exe);
+    rnnlm
+        .args(["bench-worker", "--config"])
+        .arg(&args.config)
+        .args(["--threads", &args.threads.to_string()]);
+    for o in overrides {
+        rnnlm.args(["--set", o]);
+    }
+    let mut sides = vec![Side::spawn("rnnlm", rnnlm)?];
+    if args.against_pytorch {
+        let mut py = Command::new(&args.python);
+        py.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/pytorch_ch8.py"))
+            .arg("--config")
+            .arg(&args.config)
+            .args(["--worker", "--threads", &args.threads.to_string()]);
+        for o in overrides {
+            py.args(["--set", o]);
+        }
+        sides.push(Side::spawn("pytorch", py)?);
+    }
+    for _ in 0..args.epochs {
+        for side in sides.iter_mut() {
+            side.epoch()?;
+        }
+    }
+    let mut results = Vec::new();
+    for side in sides {
+        let name = side.name;
+        let (stats, rss) = side.finish()?;
+        results.push((name, stats, rss));
+    }
+    let per_token = flops_per_token(&config, corpus.vocab.len());
+    let peak = matmul_flops(config.model.num_hiddens);
+    println!(
+        "\n{} (H={}, B={}, T={}), {} epochs, {} thread(s); first epoch left out",
+        args.config.display(),
+        config.model.num_hiddens,
+        config.train.batch_size,
+        config.train.num_steps,
+        args.epochs,
+        args.threads
+    );
+    println!("| side | median tokens/s | p10 | p90 | peak RSS MiB | training GFLOP/s |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    let mut out = json!({"config": args.config, "overrides": overrides, "epochs": args.epochs, "threads": args.threads,
+        "flops_per_token": per_token, "matmul_flops": peak});
+    for (name, s, rss) in &results {
+        println!(
+            "| {name} | {:.0} | {:.0} | {:.0} | {} | {:.1} |",
+            s.median,
+            s.p10,
+            s.p90,
+            rss.map_or("?".into(), |r| format!("{r:.0}")),
+            s.median * per_token / 1e9
+        );
+        out[name] = json!({"median": s.median, "p10": s.p10, "p90": s.p90, "peak_rss_mib": rss});
+    }
+    if let [(_, a, ra), (_, b, rb)] = &results[..] {
+        let rss_ratio = ra.zip(*rb).map(|(x, y)| x / y);
+        println!(
+            "rnnlm / pytorch: {:.2}x tokens/s, {} peak RSS",
+            a.median / b.median,
+            rss_ratio.map_or("?".into(), |r| format!("{r:.2}x"))
+        );
+        out["ratio"] = json!(a.median / b.median);
+        out["rss_ratio"] = json!(rss_ratio);
+    }
+    println!(
+        "machine peak: one [32,{h}]x[{h},{h}] product {:.1} GFLOP/s; rnnlm training reaches {:.0}% of it",
+        peak / 1e9,
+        100.0 * results[0].1.median * per_token / peak,
+        h = config.model.num_hiddens
+    );
+    Ok(out)
+}
+
+pub fn run(args: &BenchArgs) -> Result<()> {
+    set_threads(args.threads);
+    let mut all = Vec::new();
+    match &args.sweep {
+        None => all.push(compare(args, &args.set)?),
+        Some(sweep) => {
+            let (key, values) = sweep
+                .split_once('=')
+                .context("--sweep takes key=v1,v2,...")?;
+            let key = match key {
+                "hidden" | "num_hiddens" => "model.num_hiddens",
+                "batch_size" => "train.batch_size",
+                "num_steps" => "train.num_steps",
+                other => bail!("--sweep {other}: expected hidden, batch_size or num_steps"),
+            };
+            for value in values.split(',') {
+                let mut overrides = args.set.clone();
+                overrides.push(format!("{key}={value}"));
+                all.push(compare(args, &overrides)?);
+            }
+        }
+    }
+    if let Some(path) = &args.json {
+        std::fs::write(path, serde_json::to_string_pretty(&all)?)?;
+    }
+    Ok(())
+}
