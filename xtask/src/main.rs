@@ -4,7 +4,9 @@
 mod backend;
 mod bench;
 mod corpus;
+mod ngram;
 mod parity;
+mod seqmodel;
 mod train;
 
 use clap::{Parser, Subcommand};
@@ -24,8 +26,12 @@ struct Cli {
 enum Command {
     /// Vocabulary, corpus, n-gram counts and Zipf plot of a corpus (book 8.2, 8.3).
     Corpus(corpus::CorpusArgs),
+    /// Laplace-smoothed n-gram language model baseline (book 8.3) on a held-out tail.
+    Ngram(ngram::NgramArgs),
     /// One training step on a PyTorch fixture's inputs, written out for comparison.
     Parity(parity::ParityArgs),
+    /// Sine-wave autoregression with k-step prediction (book 8.1).
+    Seqmodel(seqmodel::SeqmodelArgs),
     /// Train a model from an experiment config.
     Train(train::TrainArgs),
     /// Continue a prefix with a trained model.
@@ -41,7 +47,9 @@ fn main() {
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Corpus(args) => corpus::run(args),
+        Command::Ngram(args) => ngram::run(args),
         Command::Parity(args) => parity::run(args),
+        Command::Seqmodel(args) => seqmodel::run(args),
         Command::Train(args) => train::run(args),
         Command::Generate(args) => train::generate(args),
         Command::Bench(args) => bench::run(args),

@@ -570,3 +570,63 @@ fn a_diverging_run_stops_with_advice_and_keeps_its_checkpoint() {
         ok(&["generate", "--checkpoint", s(&run), "--prefix", "time"]);
     }
 }
+
+#[test]
+fn ngram_baseline_and_held_out_rnn_on_the_same_split() {
+    let out = ok(&["ngram", "--n", "3", "--token", "word", "--max-tokens", "0"]);
+    assert!(out.contains("\"the time traveller\" 59"), "{out}");
+    let out = ok(&["ngram", "--n", "1", "--eps", "1e12,0,0"]);
+    // A unigram model smoothed towards uniform has perplexity close to the vocab size, 28.
+    let ppl: f64 = out
+        .split("perplexity ")
+        .nth(1)
+        .unwrap()
+        .split(' ')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((ppl - 28.0).abs() < 1e-3, "{out}");
+    fails(&["ngram", "--n", "4"], &["--n 4"]);
+    let dir = tmp("holdout");
+    let out = ok(&[
+        "train",
+        "--config",
+        "configs/scratch_sequential.toml",
+        "--epochs",
+        "1",
+        "--out",
+        s(&dir.join("r")),
+        "--set",
+        "model.num_hiddens=16",
+        "--set",
+        "data.holdout=0.1",
+        "--quiet",
+    ]);
+    assert!(
+        out.contains("held-out perplexity") && out.contains("on the last 1000 tokens"),
+        "{out}"
+    );
+}
+
+#[test]
+fn seqmodel_prints_the_books_lines_and_figures() {
+    let dir = tmp("sine");
+    let out = ok(&[
+        "seqmodel",
+        "--config",
+        "configs/sine_mlp.toml",
+        "--out",
+        s(&dir),
+    ]);
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("epoch ")).count(),
+        5,
+        "{out}"
+    );
+    assert!(
+        out.contains("64-step-ahead prediction: mean squared error"),
+        "{out}"
+    );
+    assert!(dir.join("predictions.svg").exists() && dir.join("kstep.svg").exists());
+}

@@ -1,7 +1,8 @@
 //! Everything a language model needs before the model: the dataset registry and
 //! verified fetching, the book's text cleaning and tokenization, `Vocab`, the
 //! corpus as token indices, the random and sequential minibatch samplers, and
-//! n-gram statistics (Dive into Deep Learning, sections 8.2 and 8.3).
+//! n-gram statistics and models (Dive into Deep Learning, sections 8.2 and 8.3), and
+//! the sine-wave series of section 8.1.
 
 mod corpus;
 mod error;
@@ -9,14 +10,16 @@ mod fetch;
 mod ngram;
 mod registry;
 mod sampler;
+mod sine;
 mod text;
 mod vocab;
 
 pub use corpus::{Corpus, CorpusSource, load_corpus};
 pub use error::DataError;
 pub use fetch::{DataDirs, fetch_dataset, sha1_hex};
-pub use ngram::{NgramCounts, count_ngrams};
+pub use ngram::{NgramCounts, NgramModel, count_ngrams};
 pub use registry::{Cleaning, DatasetSpec, VocabOver, dataset, dataset_names};
 pub use sampler::{Batch, Sampler, epoch_batches};
+pub use sine::{autoregressive_features, sine_series};
 pub use text::{TokenKind, clean_lines, tokenize};
 pub use vocab::Vocab;

@@ -7,6 +7,7 @@
 mod clip;
 mod error;
 mod init;
+mod mlp;
 mod model;
 pub mod parity;
 mod predict;
@@ -17,8 +18,9 @@ pub mod tensors;
 
 pub use clip::{grad_clipping, grad_norm};
 pub use error::ModelError;
+pub use mlp::SineMlp;
 pub use model::{Model, ModelConfig, ModelKind, NamedParam};
 pub use predict::{Decoding, Prediction, predict, predict_ch8, sample};
 pub use rnn::{LinearHead, Nonlinearity, RnnCell, RnnLayer, RnnModel};
 pub use scratch::RnnModelScratch;
-pub use step::{StepResult, cross_entropy, token_losses, train_step};
+pub use step::{StepResult, cross_entropy, perplexity_of, token_losses, train_step};

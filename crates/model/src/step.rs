@@ -1,7 +1,7 @@
 //! The loss and one training step shared by the trainer and the parity check.
 
 use burn::optim::{GradientsParams, ModuleOptimizer};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::{Model, grad_clipping};
 
@@ -74,4 +74,29 @@ pub fn train_step(
         grads: kept,
         clipped_grads,
     }
+}
+
+/// Perplexity of `tokens[1..]` read left to right from a zero state, each token
+/// predicted from all before it (one row, `num_steps` tokens per forward, state carried).
+pub fn perplexity_of(model: &Model, tokens: &[usize], num_steps: usize, device: &Device) -> f64 {
+    let mut state = model.begin_state(1, device);
+    let (mut nll, mut count) = (0.0, 0usize);
+    for start in (0..tokens.len().saturating_sub(1)).step_by(num_steps.max(1)) {
+        let end = (start + num_steps).min(tokens.len() - 1);
+        let row = |from: usize| -> Tensor<2, Int> {
+            let data: Vec<i64> = tokens[from..from + end - start]
+                .iter()
+                .map(|&t| t as i64)
+                .collect();
+            Tensor::from_data(TensorData::new(data, [1, end - start]), device)
+        };
+        let (logits, next) = model.forward(row(start), state);
+        state = next.detach();
+        nll += token_losses(logits, row(start + 1))
+            .into_data()
+            .iter::<f64>()
+            .sum::<f64>();
+        count += end - start;
+    }
+    (nll / count as f64).exp()
 }

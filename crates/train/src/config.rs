@@ -31,6 +31,9 @@ pub struct DataConfig {
     pub max_tokens: usize,
     /// Tokens rarer than this map to `<unk>`.
     pub min_freq: usize,
+    /// Fraction of the corpus (its tail) held out of training and scored at the end,
+    /// the split `cargo xtask ngram` uses; 0 trains on everything, as the book does.
+    pub holdout: f64,
     /// A mirror directory holding the dataset files (else `RNNLM_DATA_DIR`, the cache, a download).
     pub data_dir: Option<PathBuf>,
 }
@@ -44,6 +47,7 @@ impl Default for DataConfig {
             token: TokenKind::Char,
             max_tokens: 10_000,
             min_freq: 0,
+            holdout: 0.0,
             data_dir: None,
         }
     }
@@ -180,6 +184,12 @@ impl TrainConfig {
             if !(value.is_finite() && value > 0.0) {
                 bail!("{key} = {value}: must be a positive number");
             }
+        }
+        if !(0.0..=0.5).contains(&self.data.holdout) {
+            bail!(
+                "data.holdout = {}: must be a fraction in [0, 0.5]",
+                self.data.holdout
+            );
         }
         if t.sampler == Sampler::Random && t.state == StateMode::Carry {
             bail!(

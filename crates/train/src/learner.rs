@@ -12,7 +12,7 @@ use burn::tensor::Device;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rnnlm_data::{Corpus, epoch_batches};
-use rnnlm_model::{Decoding, Model, predict_ch8, train_step};
+use rnnlm_model::{Decoding, Model, perplexity_of, predict_ch8, train_step};
 
 use crate::run_dir::{EpochMetrics, Progress, RunDir};
 use crate::{Optimizer, StateMode, TrainConfig, TrainSection};
@@ -45,7 +45,14 @@ pub struct Session<'a> {
 pub struct Summary {
     pub metrics: Vec<EpochMetrics>,
     pub predictions: Vec<String>,
+    /// Perplexity on the held-out tail (`data.holdout > 0`).
+    pub heldout_perplexity: Option<f64>,
     pub interrupted: bool,
+}
+
+/// Where the training part of a corpus ends: its tail of `holdout` is held out.
+pub fn holdout_start(len: usize, holdout: f64) -> usize {
+    len - (len as f64 * holdout).round() as usize
 }
 
 pub fn new_optimizer(kind: Optimizer) -> ModuleOptimizer {
@@ -173,12 +180,18 @@ impl Session<'_> {
         let bar = self.output == Output::Auto && std::io::stderr().is_terminal();
         let mut interrupted = false;
 
+        let cut = holdout_start(self.corpus.len(), config.data.holdout);
+        let train_part = Corpus {
+            indices: self.corpus.indices[..cut].to_vec(),
+            vocab: self.corpus.vocab.clone(),
+            token: self.corpus.token,
+        };
         for epoch in progress.epoch..t.num_epochs {
             let (trained, outcome) = train_epoch(
                 model,
                 &mut optimizer,
                 t,
-                self.corpus,
+                &train_part,
                 self.device,
                 epoch,
                 self.stop,
@@ -236,6 +249,7 @@ impl Session<'_> {
             return Ok(Summary {
                 metrics: progress.metrics,
                 predictions: Vec::new(),
+                heldout_perplexity: None,
                 interrupted,
             });
         }
@@ -251,9 +265,25 @@ impl Session<'_> {
         for p in &predictions {
             self.say(p)?;
         }
+        let heldout_perplexity = (cut < self.corpus.len()).then(|| {
+            // The tail is scored from the last training token on, as the n-gram baseline is.
+            perplexity_of(
+                &model,
+                &self.corpus.indices[cut - 1..],
+                t.num_steps,
+                self.device,
+            )
+        });
+        if let Some(ppl) = heldout_perplexity {
+            self.say(&format!(
+                "held-out perplexity {ppl:.3} on the last {} tokens",
+                self.corpus.len() - cut
+            ))?;
+        }
         Ok(Summary {
             metrics: progress.metrics,
             predictions,
+            heldout_perplexity,
             interrupted,
         })
     }

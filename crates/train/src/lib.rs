@@ -1,10 +1,13 @@
 //! Training for rnnlm: experiment configs (`config.rs`), the chapter-8 training loop
-//! (`learner.rs`) and run directories with crash-safe checkpoints (`run_dir.rs`).
+//! (`learner.rs`), run directories with crash-safe checkpoints (`run_dir.rs`), and the
+//! sine-wave autoregression of section 8.1 (`sine.rs`).
 
 mod config;
 mod learner;
 mod run_dir;
+mod sine;
 
 pub use config::{DataConfig, ModelSection, Optimizer, StateMode, TrainConfig, TrainSection};
-pub use learner::{Output, Session, Summary, new_optimizer, train_epoch};
+pub use learner::{Output, Session, Summary, holdout_start, new_optimizer, train_epoch};
 pub use run_dir::{Checkpoint, EpochMetrics, Existing, Progress, RunDir};
+pub use sine::{SineConfig, SineReport, run_sine};
