@@ -3,6 +3,7 @@
 
 mod backend;
 mod bench;
+mod bptt;
 mod corpus;
 mod ngram;
 mod parity;
@@ -36,6 +37,8 @@ enum Command {
     Train(train::TrainArgs),
     /// Continue a prefix with a trained model.
     Generate(train::GenerateArgs),
+    /// Gradient norms through time of one minibatch, trained vs untrained, tanh vs relu (book 8.7).
+    BpttReport(bptt::BpttArgs),
     /// Training speed and memory, optionally side by side with the book's PyTorch code.
     Bench(bench::BenchArgs),
     /// (internal) one bench side: trains an epoch per line on stdin.
@@ -53,6 +56,7 @@ fn main() {
         Command::Train(args) => train::run(args),
         Command::Generate(args) => train::generate(args),
         Command::Bench(args) => bench::run(args),
+        Command::BpttReport(args) => bptt::run(args),
         Command::BenchWorker(args) => bench::worker(args),
     };
     if let Err(err) = result {

@@ -630,3 +630,45 @@ fn seqmodel_prints_the_books_lines_and_figures() {
     );
     assert!(dir.join("predictions.svg").exists() && dir.join("kstep.svg").exists());
 }
+
+#[test]
+fn truncation_strategies_train_and_the_bptt_report_plots() {
+    let dir = tmp("bptt");
+    for strategy in ["regular", "randomized", "full"] {
+        let run = dir.join(strategy);
+        ok(&[
+            "train",
+            "--config",
+            "configs/scratch_sequential.toml",
+            "--epochs",
+            "2",
+            "--out",
+            s(&run),
+            "--quiet",
+            "--set",
+            "model.num_hiddens=32",
+            "--set",
+            &format!("train.truncation=\"{strategy}\""),
+        ]);
+        let epochs = perplexities(&run);
+        assert_eq!(epochs.len(), 2, "{strategy}");
+    }
+    let out = ok(&["bptt-report", "--checkpoint", s(&dir.join("regular"))]);
+    assert_eq!(
+        out.lines().filter(|l| l.starts_with("  ")).count(),
+        4,
+        "{out}"
+    );
+    let svg = std::fs::read_to_string(dir.join("regular/bptt.svg")).unwrap();
+    assert_eq!(svg.matches("<polyline").count(), 4);
+    fails(
+        &[
+            "train",
+            "--config",
+            "configs/scratch_sequential.toml",
+            "--set",
+            "train.truncation_pi=0",
+        ],
+        &["truncation_pi"],
+    );
+}

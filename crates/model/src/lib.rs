@@ -17,10 +17,19 @@ mod step;
 pub mod tensors;
 
 pub use clip::{grad_clipping, grad_norm};
+
+/// `gate(t, H_{t-1})`: what the state entering step `t` becomes. The identity gives
+/// ordinary backprop through the minibatch; a detach cuts the gradient there, a rescale
+/// reweights it (randomized truncation), an added zero leaf measures it (book 8.7).
+pub type StepGate<'a> =
+    &'a mut dyn FnMut(usize, burn::tensor::Tensor<2>) -> burn::tensor::Tensor<2>;
 pub use error::ModelError;
 pub use mlp::SineMlp;
 pub use model::{Model, ModelConfig, ModelKind, NamedParam};
 pub use predict::{Decoding, Prediction, predict, predict_ch8, sample};
 pub use rnn::{LinearHead, Nonlinearity, RnnCell, RnnLayer, RnnModel};
 pub use scratch::RnnModelScratch;
-pub use step::{StepResult, cross_entropy, perplexity_of, token_losses, train_step};
+pub use step::{
+    StepResult, cross_entropy, grad_norms_through_time, perplexity_of, randomized_truncation,
+    token_losses, train_step,
+};

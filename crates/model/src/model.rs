@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::rnn::{LinearHead, RnnCell, RnnLayer};
 use crate::tensors::NamedTensors;
-use crate::{ModelError, Nonlinearity, RnnModel, RnnModelScratch};
+use crate::{ModelError, Nonlinearity, RnnModel, RnnModelScratch, StepGate};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -120,9 +120,20 @@ impl NamedParam<'_> {
 impl Model {
     /// Logits `[num_steps * batch_size, vocab_size]` (row `t * batch_size + b`) and the new state.
     pub fn forward(&self, x: Tensor<2, Int>, state: Tensor<3>) -> (Tensor<2>, Tensor<3>) {
+        self.forward_gated(x, state, &mut |_, h| h)
+    }
+
+    /// `forward` with `gate(t, H_{t-1})` applied to the state entering each step: how
+    /// gradients flow back through time (truncation strategies and probes, book 8.7).
+    pub fn forward_gated(
+        &self,
+        x: Tensor<2, Int>,
+        state: Tensor<3>,
+        gate: StepGate,
+    ) -> (Tensor<2>, Tensor<3>) {
         match self {
-            Self::Scratch(m) => m.forward(x, state),
-            Self::Concise(m) => m.forward(x, state),
+            Self::Scratch(m) => m.forward(x, state, gate),
+            Self::Concise(m) => m.forward(x, state, gate),
         }
     }
 

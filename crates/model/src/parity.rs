@@ -65,6 +65,7 @@ pub fn parity(
         x,
         y.clone(),
         h0.unsqueeze::<3>(),
+        &mut |_, h| h,
         theta,
         lr,
         true,

@@ -9,7 +9,7 @@ use burn::tensor::{Device, Int, Tensor};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::init;
+use crate::{StepGate, init};
 
 /// The recurrence's activation, as `nn.RNN(nonlinearity=...)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -113,6 +113,7 @@ impl RnnLayer {
             t,
             b,
             state,
+            &mut |_, h| h,
         );
         let width = y.dims()[1];
         (y.reshape([t, b, width]), h_n)
@@ -120,10 +121,12 @@ impl RnnLayer {
 
     /// `forward(one_hot(tokens))` for `tokens [T, B]`, with the first layer's one-hot
     /// product done as a column lookup in `weight_ih`. Returns `Y` as `[T * B, D * H]`.
+    /// `gate(t, h_{t-1})` shapes the gradient flowing back through time (book 8.7).
     pub fn forward_tokens(
         &self,
         tokens: Tensor<2, Int>,
         state: Tensor<3>,
+        gate: StepGate,
     ) -> (Tensor<2>, Tensor<3>) {
         let [t, b] = tokens.dims();
         let flat = tokens.reshape([t * b]);
@@ -132,6 +135,7 @@ impl RnnLayer {
             t,
             b,
             state,
+            gate,
         )
     }
 
@@ -142,6 +146,7 @@ impl RnnLayer {
         num_steps: usize,
         batch_size: usize,
         state: Tensor<3>,
+        gate: StepGate,
     ) -> (Tensor<2>, Tensor<3>) {
         let (d, h) = (self.num_directions(), self.hidden_size());
         let mut layer_output: Option<Tensor<2>> = None;
@@ -163,6 +168,7 @@ impl RnnLayer {
                     cell.weight_hh.val().transpose(),
                     num_steps,
                     dir == 1,
+                    gate,
                 );
                 directions.push(ys);
                 finals.push(h_last.unsqueeze::<3>());
@@ -181,13 +187,16 @@ impl RnnLayer {
         w_hh_t: Tensor<2>,
         num_steps: usize,
         reverse: bool,
+        gate: StepGate,
     ) -> (Tensor<2>, Tensor<2>) {
         let batch_size = h.dims()[0];
         let mut outputs = vec![None; num_steps];
         for s in 0..num_steps {
             let t = if reverse { num_steps - 1 - s } else { s };
             let x_t = input_product.clone().narrow(0, t * batch_size, batch_size);
-            h = self.nonlinearity.apply(x_t + h.matmul(w_hh_t.clone()));
+            h = self
+                .nonlinearity
+                .apply(x_t + gate(t, h).matmul(w_hh_t.clone()));
             outputs[t] = Some(h.clone());
         }
         let outputs = outputs
@@ -259,8 +268,13 @@ impl RnnModel {
     }
 
     /// `inputs [B, T]` token indices -> logits `[T * B, V]` (row `t * B + b`) and the state.
-    pub fn forward(&self, inputs: Tensor<2, Int>, state: Tensor<3>) -> (Tensor<2>, Tensor<3>) {
-        let (y, state) = self.rnn.forward_tokens(inputs.transpose(), state);
+    pub fn forward(
+        &self,
+        inputs: Tensor<2, Int>,
+        state: Tensor<3>,
+        gate: StepGate,
+    ) -> (Tensor<2>, Tensor<3>) {
+        let (y, state) = self.rnn.forward_tokens(inputs.transpose(), state, gate);
         (self.linear.forward(y), state)
     }
 }

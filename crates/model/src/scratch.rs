@@ -6,7 +6,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Int, Tensor};
 use rand::Rng;
 
-use crate::init;
+use crate::{StepGate, init};
 
 /// `RNNModelScratch`: one hidden layer, one-hot inputs, a linear output.
 #[derive(Module, Debug)]
@@ -48,8 +48,14 @@ impl RnnModelScratch {
     ///     O_t = H_t W_hq + b_q
     /// `X_t` is one-hot, so `X_t W_xh` is a row lookup in `W_xh` (its gradient a scatter-add):
     /// done for all steps at once before the loop, as is `H_t W_hq` after it. Only
-    /// `H_{t-1} W_hh` is sequential.
-    pub fn forward(&self, X: Tensor<2, Int>, state: Tensor<3>) -> (Tensor<2>, Tensor<3>) {
+    /// `H_{t-1} W_hh` is sequential. `gate(t, H_{t-1})` decides how gradients flow back
+    /// through time into the previous state (identity, truncation, a probe: book 8.7).
+    pub fn forward(
+        &self,
+        X: Tensor<2, Int>,
+        state: Tensor<3>,
+        gate: StepGate,
+    ) -> (Tensor<2>, Tensor<3>) {
         let [batch_size, num_steps] = X.dims();
         let h = self.num_hiddens();
         let inputs = X.transpose().reshape([num_steps * batch_size]); // time-major
@@ -59,7 +65,7 @@ impl RnnModelScratch {
         let mut outputs = Vec::with_capacity(num_steps);
         for t in 0..num_steps {
             let XW_t = XW_xh_b.clone().narrow(0, t * batch_size, batch_size);
-            H = (XW_t + H.matmul(W_hh.clone())).tanh();
+            H = (XW_t + gate(t, H).matmul(W_hh.clone())).tanh();
             outputs.push(H.clone());
         }
         let O = Tensor::cat(outputs, 0).matmul(self.W_hq.val()) + self.b_q.val().unsqueeze::<2>();

@@ -3,7 +3,7 @@
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::{Model, grad_clipping};
+use crate::{Model, StepGate, grad_clipping};
 
 /// Cross-entropy of each row of logits `[T * B, V]` against `Y [B, T]` read as
 /// `Y.T.reshape(-1)`: a `[T * B]` tensor.
@@ -34,7 +34,8 @@ pub struct StepResult {
     pub clipped_grads: Vec<(String, TensorData)>,
 }
 
-/// Forward, backward, `grad_clipping(theta)`, `optimizer.step(lr)`.
+/// Forward (with `gate` on the state entering each step), backward,
+/// `grad_clipping(theta)`, `optimizer.step(lr)`.
 /// `keep_grads` keeps a copy of the unclipped gradients (the parity check reads them).
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
@@ -43,11 +44,12 @@ pub fn train_step(
     x: Tensor<2, Int>,
     y: Tensor<2, Int>,
     state: Tensor<3>,
+    gate: StepGate,
     theta: f64,
     lr: f64,
     keep_grads: bool,
 ) -> StepResult {
-    let (logits, state) = model.forward(x, state);
+    let (logits, state) = model.forward_gated(x, state, gate);
     let losses = token_losses(logits.clone(), y);
     let loss = losses.clone().mean();
     let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -99,4 +101,49 @@ pub fn perplexity_of(model: &Model, tokens: &[usize], num_steps: usize, device: 
         count += end - start;
     }
     (nll / count as f64).exp()
+}
+
+/// `||dL/dH_t||` for the state entering each step `t = 0..num_steps` of one minibatch
+/// (`L` the mean cross-entropy): the gradient that reaches `H_t` from the steps after it,
+/// measured by adding a zero leaf to the state at each step (book 8.7's picture of
+/// vanishing and exploding gradients). One-layer, one-direction models.
+pub fn grad_norms_through_time(
+    model: &Model,
+    x: Tensor<2, Int>,
+    y: Tensor<2, Int>,
+    state: Tensor<3>,
+) -> Vec<f64> {
+    let device = x.device();
+    let mut probes: Vec<Tensor<2>> = Vec::new();
+    let mut probe = |_: usize, h: Tensor<2>| {
+        let leaf = Tensor::<2>::zeros(h.dims(), &device).require_grad();
+        probes.push(leaf.clone());
+        h + leaf
+    };
+    let (logits, _) = model.forward_gated(x, state, &mut probe);
+    let grads = cross_entropy(logits, y).backward();
+    probes
+        .iter()
+        .map(|p| {
+            p.grad(&grads)
+                .map_or(0.0, |g| g.square().sum().sqrt().into_scalar::<f64>())
+        })
+        .collect()
+}
+
+/// Randomized truncation (Tallec & Ollivier 2017, book 8.7): at each step the gradient
+/// continues into the previous state with probability `pi`, scaled by `1 / pi` so its
+/// expectation is the full gradient, and stops otherwise. The state's value is unchanged.
+pub fn randomized_truncation<R: rand::Rng>(
+    pi: f64,
+    rng: &mut R,
+) -> impl FnMut(usize, Tensor<2>) -> Tensor<2> + '_ {
+    use rand::RngExt;
+    move |_, h| {
+        if rng.random::<f64>() < pi {
+            h.clone().div_scalar(pi) + h.detach().mul_scalar(1.0 - 1.0 / pi)
+        } else {
+            h.detach()
+        }
+    }
 }

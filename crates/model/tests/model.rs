@@ -409,3 +409,100 @@ fn predict_warms_up_then_continues() {
     assert!(predict(&model, &[], 3, &Decoding::Greedy, &device).is_err());
     assert!(Decoding::sample(0.0, None, 1).is_err());
 }
+
+fn grads_with(
+    model: &Model,
+    x: &Tensor<2, Int>,
+    y: &Tensor<2, Int>,
+    h0: &Tensor<3>,
+    gate: StepGate,
+) -> Vec<f64> {
+    let (logits, _) = model.forward_gated(x.clone(), h0.clone(), gate);
+    let grads = GradientsParams::from_grads(cross_entropy(logits, y.clone()).backward(), model);
+    model
+        .named_params()
+        .iter()
+        .flat_map(|(_, p)| p.grad(&grads).unwrap().iter::<f64>().collect::<Vec<_>>())
+        .collect()
+}
+
+#[test]
+fn randomized_truncation_is_exact_at_pi_1_and_unbiased_on_average() {
+    let device = device();
+    let (model, _) = random_model(&ModelConfig::new(ModelKind::Scratch, 4, 3), 9, 1.2, &device);
+    let x = tokens(&[0, 1, 2, 3, 1, 0], [1, 6], &device);
+    let y = tokens(&[1, 2, 3, 1, 0, 2], [1, 6], &device);
+    let h0 = model.begin_state(1, &device);
+    let full = grads_with(&model, &x, &y, &h0, &mut |_, h| h);
+    let mut rng = StdRng::seed_from_u64(1);
+    assert_eq!(
+        grads_with(
+            &model,
+            &x,
+            &y,
+            &h0,
+            &mut randomized_truncation(1.0, &mut rng)
+        ),
+        full
+    );
+    let draws = 3000;
+    let mut mean = vec![0.0; full.len()];
+    for _ in 0..draws {
+        for (m, g) in mean.iter_mut().zip(grads_with(
+            &model,
+            &x,
+            &y,
+            &h0,
+            &mut randomized_truncation(0.7, &mut rng),
+        )) {
+            *m += g / draws as f64;
+        }
+    }
+    let norm = |v: &[f64]| v.iter().map(|a| a * a).sum::<f64>().sqrt();
+    let diff: Vec<f64> = mean.iter().zip(&full).map(|(a, b)| a - b).collect();
+    assert!(
+        norm(&diff) < 0.03 * norm(&full),
+        "relative error {}",
+        norm(&diff) / norm(&full)
+    );
+    // Truncating every step (regular detach) is biased: the same check fails for it.
+    let cut = grads_with(&model, &x, &y, &h0, &mut |_, h: Tensor<2>| h.detach());
+    let diff: Vec<f64> = cut.iter().zip(&full).map(|(a, b)| a - b).collect();
+    assert!(norm(&diff) > 0.03 * norm(&full));
+}
+
+#[test]
+fn gradient_norms_through_time_equal_finite_differences() {
+    let device = device();
+    let (model, _) = random_model(&ModelConfig::new(ModelKind::Concise, 4, 3), 4, 0.9, &device);
+    let x = tokens(&[0, 1, 2, 3, 1], [1, 5], &device);
+    let y = tokens(&[1, 2, 3, 1, 0], [1, 5], &device);
+    let h0 = model.begin_state(1, &device);
+    let norms = grad_norms_through_time(&model, x.clone(), y.clone(), h0.clone());
+    assert_eq!(norms.len(), 5);
+    let eps = 1e-6;
+    for (t, norm) in norms.iter().enumerate() {
+        let mut squares = 0.0;
+        for j in 0..3 {
+            let at = |delta: f64| {
+                let mut nudge = |step: usize, h: Tensor<2>| {
+                    if step != t {
+                        return h;
+                    }
+                    let mut v = vec![0.0; 3];
+                    v[j] = delta;
+                    h + Tensor::<2>::from_data(TensorData::new(v, [1, 3]), &device)
+                };
+                let (logits, _) = model.forward_gated(x.clone(), h0.clone(), &mut nudge);
+                cross_entropy(logits, y.clone()).into_scalar::<f64>()
+            };
+            squares += ((at(eps) - at(-eps)) / (2.0 * eps)).powi(2);
+        }
+        assert!(
+            (squares.sqrt() - norms[t]).abs() < 1e-7,
+            "t = {t}: {} vs {}",
+            squares.sqrt(),
+            norms[t]
+        );
+    }
+}

@@ -106,6 +106,20 @@ pub enum StateMode {
     Reset,
 }
 
+/// How far gradients flow back through time within training (book 8.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Truncation {
+    /// Through the `num_steps` of each minibatch, detached between minibatches (8.5).
+    Regular,
+    /// Tallec & Ollivier: at each step continue with probability `truncation_pi`,
+    /// reweighted by `1 / truncation_pi` so the gradient stays unbiased.
+    Randomized,
+    /// Through a whole row of the epoch: one minibatch of `(len - 1) / (batch_size + 1)`
+    /// steps per epoch (activations of every step are kept: memory grows with the corpus).
+    Full,
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainSection {
@@ -124,6 +138,9 @@ pub struct TrainSection {
     pub checkpoint_every: usize,
     pub prefixes: Vec<String>,
     pub num_preds: usize,
+    pub truncation: Truncation,
+    /// Probability of continuing the backward pass at each step (randomized truncation).
+    pub truncation_pi: f64,
 }
 
 impl Default for TrainSection {
@@ -142,6 +159,8 @@ impl Default for TrainSection {
             checkpoint_every: 10,
             prefixes: vec!["time traveller".into(), "traveller".into()],
             num_preds: 50,
+            truncation: Truncation::Regular,
+            truncation_pi: 0.9,
         }
     }
 }
@@ -184,6 +203,12 @@ impl TrainConfig {
             if !(value.is_finite() && value > 0.0) {
                 bail!("{key} = {value}: must be a positive number");
             }
+        }
+        if !(t.truncation_pi > 0.0 && t.truncation_pi <= 1.0) {
+            bail!(
+                "train.truncation_pi = {}: must be a probability in (0, 1]",
+                t.truncation_pi
+            );
         }
         if !(0.0..=0.5).contains(&self.data.holdout) {
             bail!(

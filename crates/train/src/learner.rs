@@ -8,14 +8,16 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::optim::{AdamConfig, ModuleOptimizer, SgdConfig};
-use burn::tensor::Device;
+use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rnnlm_data::{Corpus, epoch_batches};
-use rnnlm_model::{Decoding, Model, perplexity_of, predict_ch8, train_step};
+use rnnlm_model::{
+    Decoding, Model, StepGate, perplexity_of, predict_ch8, randomized_truncation, train_step,
+};
 
 use crate::run_dir::{EpochMetrics, Progress, RunDir};
-use crate::{Optimizer, StateMode, TrainConfig, TrainSection};
+use crate::{Optimizer, StateMode, TrainConfig, TrainSection, Truncation};
 
 /// How much the trainer prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,12 +84,17 @@ pub fn train_epoch(
     stop: &AtomicBool,
 ) -> Result<(Model, Option<EpochMetrics>)> {
     let start = Instant::now();
+    let mut rng = epoch_rng(t.seed, epoch);
+    let num_steps = match t.truncation {
+        Truncation::Full => (corpus.len() - 1) / (t.batch_size + 1),
+        _ => t.num_steps,
+    };
     let batches = epoch_batches(
         &corpus.indices,
         t.batch_size,
-        t.num_steps,
+        num_steps,
         t.sampler,
-        &mut epoch_rng(t.seed, epoch),
+        &mut rng,
     )?;
     let (mut loss_sum, mut tokens) = (0.0, 0usize);
     let mut state = None;
@@ -100,7 +107,13 @@ pub fn train_epoch(
             (StateMode::Carry, Some(s)) => s, // train_step returned it detached: truncated BPTT
             _ => model.begin_state(t.batch_size, device),
         };
-        let step = train_step(model, optimizer, x, y, state_in, t.theta, t.lr, false);
+        let mut randomized = randomized_truncation(t.truncation_pi, &mut rng);
+        let mut identity = |_: usize, h: Tensor<2>| h;
+        let gate: StepGate = match t.truncation {
+            Truncation::Randomized => &mut randomized,
+            _ => &mut identity,
+        };
+        let step = train_step(model, optimizer, x, y, state_in, gate, t.theta, t.lr, false);
         model = step.model;
         state = Some(step.state);
         let batch_loss: f64 = step.token_losses.into_data().iter::<f64>().sum();

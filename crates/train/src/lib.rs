@@ -7,7 +7,9 @@ mod learner;
 mod run_dir;
 mod sine;
 
-pub use config::{DataConfig, ModelSection, Optimizer, StateMode, TrainConfig, TrainSection};
+pub use config::{
+    DataConfig, ModelSection, Optimizer, StateMode, TrainConfig, TrainSection, Truncation,
+};
 pub use learner::{Output, Session, Summary, holdout_start, new_optimizer, train_epoch};
 pub use run_dir::{Checkpoint, EpochMetrics, Existing, Progress, RunDir};
 pub use sine::{SineConfig, SineReport, run_sine};

@@ -1,0 +1,117 @@
+//! `cargo xtask bptt-report`: the gradient reaching the state at each step of one
+//! minibatch, for a trained model, untrained ones, tanh and relu (book 8.7).
+
+use std::path::PathBuf;
+
+use anyhow::{Result, bail};
+use clap::Args;
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rnnlm_data::{DataDirs, epoch_batches, load_corpus};
+use rnnlm_model::{Model, ModelConfig, ModelKind, Nonlinearity, grad_norms_through_time};
+use rnnlm_plot::{Chart, Series};
+use rnnlm_train::{Existing, RunDir};
+
+use crate::backend::DeviceArgs;
+use crate::train::source_of;
+
+#[derive(Debug, Args)]
+pub struct BpttArgs {
+    /// Run directory written by `cargo xtask train`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The figure (default: bptt.svg in the run directory).
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+pub fn run(args: &BpttArgs) -> Result<()> {
+    let run = RunDir::open(&args.checkpoint, Existing::Resume)?;
+    let config = run.read_config()?;
+    let model_config = run.read_model_config()?;
+    if model_config.num_layers != 1 || model_config.bidirectional {
+        bail!(
+            "bptt-report measures one-layer, one-direction models; {} has {:?}",
+            args.checkpoint.display(),
+            model_config
+        );
+    }
+    let (device, _) = args.device.device()?;
+    let d = &config.data;
+    let corpus = load_corpus(
+        &source_of(&config),
+        d.token,
+        d.max_tokens,
+        d.min_freq,
+        &DataDirs::from_env(d.data_dir.clone()),
+    )?;
+    let t = &config.train;
+    let mut rng = StdRng::seed_from_u64(t.seed);
+    let batch = &epoch_batches(
+        &corpus.indices,
+        t.batch_size,
+        t.num_steps,
+        t.sampler,
+        &mut rng,
+    )?[0];
+    let (x, y) = batch.to_tensors(&device);
+
+    let trained = Model::load(&model_config, &run.latest_checkpoint()?, &device)?;
+    let concise = |nonlinearity| {
+        ModelConfig::new(
+            ModelKind::Concise,
+            model_config.vocab_size,
+            model_config.num_hiddens,
+        )
+        .with_nonlinearity(nonlinearity)
+    };
+    let models = [
+        ("trained".to_string(), trained),
+        (
+            format!("untrained {:?}", model_config.kind).to_lowercase(),
+            model_config.init(t.seed, &device)?,
+        ),
+        (
+            "untrained concise tanh".into(),
+            concise(Nonlinearity::Tanh).init(t.seed, &device)?,
+        ),
+        (
+            "untrained concise relu".into(),
+            concise(Nonlinearity::Relu).init(t.seed, &device)?,
+        ),
+    ];
+    let mut series = Vec::new();
+    println!("||dL/dH_t|| entering step t of the first minibatch (t = 0 is the initial state):");
+    for (name, model) in &models {
+        let norms = grad_norms_through_time(
+            model,
+            x.clone(),
+            y.clone(),
+            model.begin_state(t.batch_size, &device),
+        );
+        let show: Vec<String> = norms.iter().map(|n| format!("{n:.2e}")).collect();
+        println!("  {name}: {}", show.join(" "));
+        series.push(Series {
+            label: name.clone(),
+            points: norms
+                .iter()
+                .enumerate()
+                .map(|(i, n)| (i as f64, *n))
+                .collect(),
+        });
+    }
+    let chart = Chart {
+        title: "gradient through time".into(),
+        x_label: "time step t".into(),
+        y_label: "||dL/dH_t||".into(),
+        log_y: true,
+        series,
+        ..Default::default()
+    };
+    let out = args.out.clone().unwrap_or_else(|| run.file("bptt.svg"));
+    chart.save(&out)?;
+    println!("wrote {}", out.display());
+    Ok(())
+}
