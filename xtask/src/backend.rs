@@ -62,6 +62,36 @@ impl Backend {
         }
     }
 
+    /// Builds this CLI with the backend's feature (in its own target directory, so the
+    /// default build stays as it is) and runs the same command with it; never returns.
+    /// Used under `cargo xtask`, whose `.cargo/config.toml` sets `RNNLM_AUTO_BUILD=1`.
+    fn rerun_with_feature(self) -> Result<()> {
+        let feature = self.feature().expect("flex is always built");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        eprintln!(
+            "building rnnlm with the `{feature}` backend (the first build of a backend takes a while)..."
+        );
+        let status =
+            std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+                .current_dir(&root)
+                .args([
+                    "run",
+                    "--release",
+                    "--quiet",
+                    "-p",
+                    "xtask",
+                    "--features",
+                    feature,
+                ])
+                .arg("--target-dir")
+                .arg(root.join("target").join(format!("backend-{feature}")))
+                .arg("--")
+                .args(std::env::args_os().skip(1))
+                .env("RNNLM_AUTO_BUILD", "0")
+                .status()?;
+        std::process::exit(status.code().unwrap_or(1));
+    }
+
     pub fn feature_hint(self) -> String {
         let feature = self.feature().unwrap_or_default();
         format!(
@@ -81,6 +111,9 @@ impl DeviceArgs {
             unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
         }
         if !self.backend.built() {
+            if std::env::var_os("RNNLM_AUTO_BUILD").is_some_and(|v| v == "1") {
+                self.backend.rerun_with_feature()?;
+            }
             bail!(
                 "backend {:?} is not built into this binary; build with its feature: {}",
                 self.backend,

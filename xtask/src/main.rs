@@ -7,6 +7,7 @@ mod bptt;
 mod corpus;
 mod ngram;
 mod parity;
+mod plot;
 mod seqmodel;
 mod train;
 
@@ -31,10 +32,14 @@ enum Command {
     Ngram(ngram::NgramArgs),
     /// One training step on a PyTorch fixture's inputs, written out for comparison.
     Parity(parity::ParityArgs),
+    /// Perplexity curves of several runs in one SVG figure.
+    Plot(plot::PlotArgs),
     /// Sine-wave autoregression with k-step prediction (book 8.1).
     Seqmodel(seqmodel::SeqmodelArgs),
     /// Train a model from an experiment config.
     Train(train::TrainArgs),
+    /// Perplexity of a trained model on its corpus or another text.
+    Eval(train::EvalArgs),
     /// Continue a prefix with a trained model.
     Generate(train::GenerateArgs),
     /// Gradient norms through time of one minibatch, trained vs untrained, tanh vs relu (book 8.7).
@@ -52,8 +57,10 @@ fn main() {
         Command::Corpus(args) => corpus::run(args),
         Command::Ngram(args) => ngram::run(args),
         Command::Parity(args) => parity::run(args),
+        Command::Plot(args) => plot::run(args),
         Command::Seqmodel(args) => seqmodel::run(args),
         Command::Train(args) => train::run(args),
+        Command::Eval(args) => train::eval(args),
         Command::Generate(args) => train::generate(args),
         Command::Bench(args) => bench::run(args),
         Command::BpttReport(args) => bptt::run(args),

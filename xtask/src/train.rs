@@ -254,3 +254,48 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     println!("{}", p.text);
     Ok(())
 }
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    /// Run directory written by `cargo xtask train`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// Score this UTF-8 file instead of the run's corpus (cleaned as the run's data.cleaning).
+    #[arg(long)]
+    pub corpus: Option<PathBuf>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// Perplexity of a checkpoint on its corpus (or another text), read left to right.
+pub fn eval(args: &EvalArgs) -> Result<()> {
+    let run = RunDir::open(&args.checkpoint, Existing::Resume)?;
+    let mut config = run.read_config()?;
+    if let Some(corpus) = &args.corpus {
+        config.data.corpus = Some(corpus.clone());
+    }
+    let vocab = run.read_vocab()?;
+    let model_config = run.read_model_config()?;
+    let (device, _) = args.device.device()?;
+    let model = Model::load(&model_config, &run.latest_checkpoint()?, &device)?;
+    let d = &config.data;
+    let corpus = load_corpus(
+        &source_of(&config),
+        d.token,
+        d.max_tokens,
+        d.min_freq,
+        &DataDirs::from_env(d.data_dir.clone()),
+    )?;
+    // Map the text through the run's vocab (its own vocab may order tokens differently).
+    let tokens: Vec<usize> = corpus
+        .indices
+        .iter()
+        .map(|&i| vocab.index(corpus.vocab.to_token(i)))
+        .collect();
+    let ppl = rnnlm_model::perplexity_of(&model, &tokens, config.train.num_steps, &device);
+    println!(
+        "perplexity {ppl:.3} over {} tokens",
+        tokens.len().saturating_sub(1)
+    );
+    Ok(())
+}

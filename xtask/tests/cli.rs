@@ -19,7 +19,8 @@ fn xtask(args: &[&str]) -> Command {
     cmd.args(args)
         .current_dir(root())
         .env("RNNLM_DATA_DIR", shared().join("datasets"))
-        .env("RNNLM_CACHE_DIR", "/nonexistent/rnnlm-cache"); // never download in tests
+        .env("RNNLM_CACHE_DIR", "/nonexistent/rnnlm-cache") // never download in tests
+        .env_remove("RNNLM_AUTO_BUILD"); // never build another backend in tests
     cmd
 }
 
