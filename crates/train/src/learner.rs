@@ -67,7 +67,7 @@ pub fn new_optimizer(kind: Optimizer) -> ModuleOptimizer {
 
 /// The sampler rng of an epoch depends only on the seed and the epoch, so a resumed
 /// run draws the same minibatches as an uninterrupted one.
-fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
+pub(crate) fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
     StdRng::seed_from_u64(seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 

@@ -6,6 +6,8 @@ mod config;
 mod learner;
 mod run_dir;
 mod sine;
+#[cfg(test)]
+mod tests;
 
 pub use config::{
     DataConfig, ModelSection, Optimizer, StateMode, TrainConfig, TrainSection, Truncation,
