@@ -155,6 +155,24 @@ impl Chart {
             TOP + ph / 2.0,
             escape(&self.y_label)
         );
+        // Legend in the top right, wide enough for the longest label (~7 px a character).
+        let longest = self
+            .series
+            .iter()
+            .map(|s| s.label.chars().count())
+            .max()
+            .unwrap_or(0);
+        let lx = LEFT + pw - 40.0 - 7.0 * longest as f64;
+        if !self.series.is_empty() {
+            let _ = writeln!(
+                s,
+                r#"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="white" fill-opacity="0.85"/>"#,
+                lx - 6.0,
+                TOP + 4.0,
+                LEFT + pw - lx,
+                16.0 * self.series.len() as f64 + 6.0
+            );
+        }
         for (i, series) in self.series.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
             let path: Vec<String> = series
@@ -168,7 +186,6 @@ impl Chart {
                 path.join(" ")
             );
             let ly = TOP + 16.0 + 16.0 * i as f64;
-            let lx = LEFT + pw - 150.0;
             let _ = writeln!(
                 s,
                 r#"<line x1="{lx}" y1="{ly}" x2="{}" y2="{ly}" stroke="{color}" stroke-width="2"/><text x="{}" y="{}">{}</text>"#,
