@@ -10,12 +10,9 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor};
 use clap::Args;
-use rnnlm_data::{DataDirs, load_corpus};
 use rnnlm_model::ModelKind;
 use rnnlm_train::{EpochMetrics, TrainConfig, new_optimizer, train_epoch};
 use serde_json::json;
-
-use crate::train::source_of;
 
 #[derive(Debug, Clone, Args)]
 pub struct BenchArgs {
@@ -59,14 +56,7 @@ pub struct WorkerArgs {
 pub fn worker(args: &WorkerArgs) -> Result<()> {
     set_threads(args.threads);
     let config = TrainConfig::load(&args.config, &args.set)?;
-    let d = &config.data;
-    let corpus = load_corpus(
-        &source_of(&config),
-        d.token,
-        d.max_tokens,
-        d.min_freq,
-        &DataDirs::from_env(d.data_dir.clone()),
-    )?;
+    let corpus = config.data.load_corpus()?;
     let device = Device::flex().autodiff();
     let t = &config.train;
     let mut model = config
@@ -208,14 +198,7 @@ fn matmul_flops(h: usize) -> f64 {
 
 fn compare(args: &BenchArgs, overrides: &[String]) -> Result<serde_json::Value> {
     let config = TrainConfig::load(&args.config, overrides)?;
-    let d = &config.data;
-    let corpus = load_corpus(
-        &source_of(&config),
-        d.token,
-        d.max_tokens,
-        d.min_freq,
-        &DataDirs::from_env(d.data_dir.clone()),
-    )?;
+    let corpus = config.data.load_corpus()?;
     let exe = std::env::current_exe()?;
     let mut rnnlm = Command::new(exe);
     rnnlm

@@ -7,13 +7,12 @@ use anyhow::{Result, bail};
 use clap::Args;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rnnlm_data::{DataDirs, epoch_batches, load_corpus};
-use rnnlm_model::{Model, ModelConfig, ModelKind, Nonlinearity, grad_norms_through_time};
+use rnnlm_data::epoch_batches;
+use rnnlm_model::{ModelConfig, ModelKind, Nonlinearity, grad_norms_through_time};
 use rnnlm_plot::{Chart, Series};
 use rnnlm_train::{Existing, RunDir};
 
 use crate::backend::DeviceArgs;
-use crate::train::source_of;
 
 #[derive(Debug, Args)]
 pub struct BpttArgs {
@@ -29,8 +28,8 @@ pub struct BpttArgs {
 
 pub fn run(args: &BpttArgs) -> Result<()> {
     let run = RunDir::open(&args.checkpoint, Existing::Resume)?;
-    let config = run.read_config()?;
-    let model_config = run.read_model_config()?;
+    let (device, _) = args.device.device()?;
+    let (config, _, model_config, trained) = run.load_trained(&device)?;
     if model_config.num_layers != 1 || model_config.bidirectional {
         bail!(
             "bptt-report measures one-layer, one-direction models; {} has {:?}",
@@ -38,15 +37,7 @@ pub fn run(args: &BpttArgs) -> Result<()> {
             model_config
         );
     }
-    let (device, _) = args.device.device()?;
-    let d = &config.data;
-    let corpus = load_corpus(
-        &source_of(&config),
-        d.token,
-        d.max_tokens,
-        d.min_freq,
-        &DataDirs::from_env(d.data_dir.clone()),
-    )?;
+    let corpus = config.data.load_corpus()?;
     let t = &config.train;
     let mut rng = StdRng::seed_from_u64(t.seed);
     let batch = &epoch_batches(
@@ -58,7 +49,6 @@ pub fn run(args: &BpttArgs) -> Result<()> {
     )?[0];
     let (x, y) = batch.to_tensors(&device);
 
-    let trained = Model::load(&model_config, &run.latest_checkpoint()?, &device)?;
     let concise = |nonlinearity| {
         ModelConfig::new(
             ModelKind::Concise,

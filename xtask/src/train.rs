@@ -6,8 +6,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use rnnlm_data::{CorpusSource, DataDirs, load_corpus};
-use rnnlm_model::{Decoding, Model, predict_ch8};
+use rnnlm_model::{Decoding, predict_ch8};
 use rnnlm_train::{Existing, Output, RunDir, Session, TrainConfig};
 
 use crate::backend::DeviceArgs;
@@ -122,27 +121,10 @@ fn default_run_dir(config: &Path) -> PathBuf {
     PathBuf::from("runs").join(name)
 }
 
-pub fn source_of(config: &TrainConfig) -> CorpusSource {
-    match &config.data.corpus {
-        Some(path) => CorpusSource::File {
-            path: path.clone(),
-            cleaning: config.data.cleaning,
-        },
-        None => CorpusSource::Dataset(config.data.dataset.clone()),
-    }
-}
-
 pub fn run(args: &TrainArgs) -> Result<()> {
     let (dir, config, existing) = args.resolve()?;
     let (device, device_name) = args.device.device()?;
-    let d = &config.data;
-    let corpus = load_corpus(
-        &source_of(&config),
-        d.token,
-        d.max_tokens,
-        d.min_freq,
-        &DataDirs::from_env(d.data_dir.clone()),
-    )?;
+    let corpus = config.data.load_corpus()?;
     let run = RunDir::open(&dir, existing)?;
     if existing == Existing::Resume {
         let saved = run.read_vocab()?;
@@ -218,20 +200,8 @@ pub struct GenerateArgs {
 pub fn generate(args: &GenerateArgs) -> Result<()> {
     let run = RunDir::open(&args.checkpoint, Existing::Resume)
         .with_context(|| format!("cannot open checkpoint {}", args.checkpoint.display()))?;
-    let config = run.read_config()?;
-    let vocab = run.read_vocab()?;
-    let model_config = run.read_model_config()?;
-    if model_config.vocab_size != vocab.len() {
-        bail!(
-            "{} says vocab_size {}, but {} holds {} tokens",
-            run.file("model.json").display(),
-            model_config.vocab_size,
-            run.file("vocab.json").display(),
-            vocab.len()
-        );
-    }
     let (device, _) = args.device.device()?;
-    let model = Model::load(&model_config, &run.latest_checkpoint()?, &device)?;
+    let (config, vocab, _, model) = run.load_trained(&device)?;
     let decoding = match (args.temperature, args.top_k) {
         (None, None) => Decoding::Greedy,
         (t, k) => Decoding::sample(t.unwrap_or(1.0), k, args.seed)?,
@@ -270,22 +240,12 @@ pub struct EvalArgs {
 /// Perplexity of a checkpoint on its corpus (or another text), read left to right.
 pub fn eval(args: &EvalArgs) -> Result<()> {
     let run = RunDir::open(&args.checkpoint, Existing::Resume)?;
-    let mut config = run.read_config()?;
+    let (device, _) = args.device.device()?;
+    let (mut config, vocab, _, model) = run.load_trained(&device)?;
     if let Some(corpus) = &args.corpus {
         config.data.corpus = Some(corpus.clone());
     }
-    let vocab = run.read_vocab()?;
-    let model_config = run.read_model_config()?;
-    let (device, _) = args.device.device()?;
-    let model = Model::load(&model_config, &run.latest_checkpoint()?, &device)?;
-    let d = &config.data;
-    let corpus = load_corpus(
-        &source_of(&config),
-        d.token,
-        d.max_tokens,
-        d.min_freq,
-        &DataDirs::from_env(d.data_dir.clone()),
-    )?;
+    let corpus = config.data.load_corpus()?;
     // Map the text through the run's vocab (its own vocab may order tokens differently).
     let tokens: Vec<usize> = corpus
         .indices

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use rnnlm_data::{Cleaning, Sampler, TokenKind};
+use rnnlm_data::{Cleaning, Corpus, CorpusSource, DataDirs, Sampler, TokenKind, load_corpus};
 use rnnlm_model::{ModelKind, Nonlinearity};
 use serde::{Deserialize, Serialize};
 
@@ -36,6 +36,30 @@ pub struct DataConfig {
     pub holdout: f64,
     /// A mirror directory holding the dataset files (else `RNNLM_DATA_DIR`, the cache, a download).
     pub data_dir: Option<PathBuf>,
+}
+
+impl DataConfig {
+    pub fn source(&self) -> CorpusSource {
+        match &self.corpus {
+            Some(path) => CorpusSource::File {
+                path: path.clone(),
+                cleaning: self.cleaning,
+            },
+            None => CorpusSource::Dataset(self.dataset.clone()),
+        }
+    }
+
+    /// The corpus these settings describe (mirror, cache or download; sha1-verified).
+    pub fn load_corpus(&self) -> Result<Corpus> {
+        let dirs = DataDirs::from_env(self.data_dir.clone());
+        Ok(load_corpus(
+            &self.source(),
+            self.token,
+            self.max_tokens,
+            self.min_freq,
+            &dirs,
+        )?)
+    }
 }
 
 impl Default for DataConfig {

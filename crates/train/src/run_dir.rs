@@ -122,6 +122,28 @@ impl RunDir {
         serde_json::from_str(&text).with_context(|| format!("invalid {}", path.display()))
     }
 
+    /// The run's config, vocab, model config and the model of its last checkpoint,
+    /// checked against each other.
+    pub fn load_trained(
+        &self,
+        device: &Device,
+    ) -> Result<(TrainConfig, Vocab, ModelConfig, Model)> {
+        let config = self.read_config()?;
+        let vocab = self.read_vocab()?;
+        let model_config = self.read_model_config()?;
+        if model_config.vocab_size != vocab.len() {
+            bail!(
+                "{} says vocab_size {}, but {} holds {} tokens",
+                self.file("model.json").display(),
+                model_config.vocab_size,
+                self.file("vocab.json").display(),
+                vocab.len()
+            );
+        }
+        let model = Model::load(&model_config, &self.latest_checkpoint()?, device)?;
+        Ok((config, vocab, model_config, model))
+    }
+
     /// Rewrites `metrics.csv` and `perplexity.svg` from all epochs so far.
     pub fn write_metrics(&self, metrics: &[EpochMetrics], title: &str) -> Result<()> {
         let mut csv = String::from("epoch,perplexity,tokens_per_sec,seconds\n");
