@@ -41,7 +41,7 @@ pub struct DeviceArgs {
 }
 
 impl Backend {
-    fn feature(self) -> Option<&'static str> {
+    pub fn feature(self) -> Option<&'static str> {
         match self {
             Self::Flex => None,
             Self::Ndarray => Some("ndarray"),

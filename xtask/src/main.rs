@@ -4,6 +4,7 @@
 mod backend;
 mod bench;
 mod bptt;
+mod check_backend;
 mod corpus;
 mod ngram;
 mod parity;
@@ -44,6 +45,8 @@ enum Command {
     Generate(train::GenerateArgs),
     /// Gradient norms through time of one minibatch, trained vs untrained, tanh vs relu (book 8.7).
     BpttReport(bptt::BpttArgs),
+    /// Install, build and check another backend: parity fixtures, two epochs, generation.
+    CheckBackend(check_backend::CheckArgs),
     /// Training speed and memory, optionally side by side with the book's PyTorch code.
     Bench(bench::BenchArgs),
     /// (internal) one bench side: trains an epoch per line on stdin.
@@ -64,6 +67,7 @@ fn main() {
         Command::Generate(args) => train::generate(args),
         Command::Bench(args) => bench::run(args),
         Command::BpttReport(args) => bptt::run(args),
+        Command::CheckBackend(args) => check_backend::run(args),
         Command::BenchWorker(args) => bench::worker(args),
     };
     if let Err(err) = result {

@@ -33,3 +33,17 @@ pub use step::{
     StepResult, cross_entropy, grad_norms_through_time, perplexity_of, randomized_truncation,
     token_losses, train_step,
 };
+
+/// The token indices `X_t` of each step of a `[batch_size, num_steps]` minibatch.
+/// Each step reads its own `[batch_size]` slice, so no step's gradient touches the
+/// activations of the others (slicing one big tensor per step would make every
+/// step's backward pass write a whole-minibatch zero tensor).
+pub(crate) fn time_steps(
+    x: burn::tensor::Tensor<2, burn::tensor::Int>,
+) -> Vec<burn::tensor::Tensor<1, burn::tensor::Int>> {
+    let [batch_size, num_steps] = x.dims();
+    let time_major = x.transpose();
+    (0..num_steps)
+        .map(|t| time_major.clone().narrow(0, t, 1).reshape([batch_size]))
+        .collect()
+}

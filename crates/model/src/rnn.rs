@@ -9,7 +9,7 @@ use burn::tensor::{Device, Int, Tensor};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::{StepGate, init};
+use crate::{StepGate, init, time_steps};
 
 /// The recurrence's activation, as `nn.RNN(nonlinearity=...)`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -27,6 +27,21 @@ impl Nonlinearity {
             Self::Relu => burn::tensor::activation::relu(x),
         }
     }
+}
+
+/// The first layer's input at each step: token indices (one-hot) or dense vectors.
+enum FirstInput<'a> {
+    Tokens(&'a [Tensor<1, Int>]),
+    Dense(&'a [Tensor<2>]),
+}
+
+/// `t -> x_t W_ih^T + b` over per-step inputs.
+fn dense_input<'a>(
+    xs: &'a [Tensor<2>],
+    w_ih_t: Tensor<2>,
+    biases: Tensor<2>,
+) -> Box<dyn Fn(usize) -> Tensor<2> + 'a> {
+    Box::new(move |t| xs[t].clone().matmul(w_ih_t.clone()) + biases.clone())
 }
 
 /// One direction of one layer: `h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)`.
@@ -107,20 +122,16 @@ impl RnnLayer {
     /// `(Y [T, B, D * H], H_n [D * num_layers, B, H])`.
     pub fn forward(&self, input: Tensor<3>, state: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
         let [t, b, n] = input.dims();
-        let x = input.reshape([t * b, n]);
-        let (y, h_n) = self.run(
-            |cell| x.clone().matmul(cell.weight_ih.val().transpose()),
-            t,
-            b,
-            state,
-            &mut |_, h| h,
-        );
-        let width = y.dims()[1];
-        (y.reshape([t, b, width]), h_n)
+        let steps: Vec<Tensor<2>> = (0..t)
+            .map(|i| input.clone().narrow(0, i, 1).reshape([b, n]))
+            .collect();
+        let (ys, h_n) = self.run(FirstInput::Dense(&steps), t, b, state, &mut |_, h| h);
+        let width = ys[0].dims()[1];
+        (Tensor::cat(ys, 0).reshape([t, b, width]), h_n)
     }
 
-    /// `forward(one_hot(tokens))` for `tokens [T, B]`, with the first layer's one-hot
-    /// product done as a column lookup in `weight_ih`. Returns `Y` as `[T * B, D * H]`.
+    /// `forward(one_hot(tokens))` for `tokens [B, T]`, with the first layer's one-hot
+    /// product done as a row lookup in `W_ih^T`. Returns `Y` as `[T * B, D * H]`.
     /// `gate(t, h_{t-1})` shapes the gradient flowing back through time (book 8.7).
     pub fn forward_tokens(
         &self,
@@ -128,42 +139,44 @@ impl RnnLayer {
         state: Tensor<3>,
         gate: StepGate,
     ) -> (Tensor<2>, Tensor<3>) {
-        let [t, b] = tokens.dims();
-        let flat = tokens.reshape([t * b]);
-        self.run(
-            |cell| cell.weight_ih.val().select(1, flat.clone()).transpose(),
-            t,
-            b,
-            state,
-            gate,
-        )
+        let [b, t] = tokens.dims();
+        let steps = time_steps(tokens);
+        let (ys, h_n) = self.run(FirstInput::Tokens(&steps), t, b, state, gate);
+        (Tensor::cat(ys, 0), h_n)
     }
 
-    /// Runs every layer; `first_input_product(cell)` is layer 0's `X W_ih^T` as `[T * B, H]`.
+    /// Runs every layer over the first layer's per-step inputs. Returns each step's
+    /// `[B, D * H]` output of the last layer and the final states.
     fn run(
         &self,
-        first_input_product: impl Fn(&RnnCell) -> Tensor<2>,
+        first_input: FirstInput,
         num_steps: usize,
         batch_size: usize,
         state: Tensor<3>,
         gate: StepGate,
-    ) -> (Tensor<2>, Tensor<3>) {
+    ) -> (Vec<Tensor<2>>, Tensor<3>) {
         let (d, h) = (self.num_directions(), self.hidden_size());
-        let mut layer_output: Option<Tensor<2>> = None;
+        let mut below: Option<Vec<Tensor<2>>> = None;
         let mut finals = Vec::with_capacity(self.cells.len());
         for layer in 0..self.num_layers() {
             let mut directions = Vec::with_capacity(d);
             for dir in 0..d {
                 let i = layer * d + dir;
                 let cell = &self.cells[i];
-                let input_product = match &layer_output {
-                    None => first_input_product(cell),
-                    Some(x) => x.clone().matmul(cell.weight_ih.val().transpose()),
-                };
+                let w_ih_t = cell.weight_ih.val().transpose();
                 let biases = (cell.bias_ih.val() + cell.bias_hh.val()).unsqueeze::<2>();
+                // x_t W_ih^T + b_ih + b_hh; for one-hot x_t a row of (W_ih^T + b_ih + b_hh).
+                let input: Box<dyn Fn(usize) -> Tensor<2>> = match (&below, &first_input) {
+                    (None, FirstInput::Tokens(steps)) => {
+                        let table = w_ih_t + biases;
+                        Box::new(move |t| table.clone().select(0, steps[t].clone()))
+                    }
+                    (Some(xs), _) => dense_input(xs, w_ih_t, biases),
+                    (None, FirstInput::Dense(xs)) => dense_input(xs, w_ih_t, biases),
+                };
                 let h0 = state.clone().narrow(0, i, 1).reshape([batch_size, h]);
                 let (ys, h_last) = self.recur(
-                    input_product + biases,
+                    &input,
                     h0,
                     cell.weight_hh.val().transpose(),
                     num_steps,
@@ -173,37 +186,44 @@ impl RnnLayer {
                 directions.push(ys);
                 finals.push(h_last.unsqueeze::<3>());
             }
-            layer_output = Some(Tensor::cat(directions, 1));
+            below = Some(if d == 1 {
+                directions.pop().expect("one direction")
+            } else {
+                let (forward, backward) = (&directions[0], &directions[1]);
+                (0..num_steps)
+                    .map(|t| Tensor::cat(vec![forward[t].clone(), backward[t].clone()], 1))
+                    .collect()
+            });
         }
-        let y = layer_output.expect("a layer has at least one cell");
-        (y, Tensor::cat(finals, 0))
+        (
+            below.expect("a layer has at least one cell"),
+            Tensor::cat(finals, 0),
+        )
     }
 
-    /// The recurrence over precomputed `x_t W_ih^T + b` rows; outputs in time order.
+    /// The recurrence over `input(t) = x_t W_ih^T + b`; outputs in time order.
     fn recur(
         &self,
-        input_product: Tensor<2>,
+        input: &dyn Fn(usize) -> Tensor<2>,
         mut h: Tensor<2>,
         w_hh_t: Tensor<2>,
         num_steps: usize,
         reverse: bool,
         gate: StepGate,
-    ) -> (Tensor<2>, Tensor<2>) {
-        let batch_size = h.dims()[0];
+    ) -> (Vec<Tensor<2>>, Tensor<2>) {
         let mut outputs = vec![None; num_steps];
         for s in 0..num_steps {
             let t = if reverse { num_steps - 1 - s } else { s };
-            let x_t = input_product.clone().narrow(0, t * batch_size, batch_size);
             h = self
                 .nonlinearity
-                .apply(x_t + gate(t, h).matmul(w_hh_t.clone()));
+                .apply(input(t) + gate(t, h).matmul(w_hh_t.clone()));
             outputs[t] = Some(h.clone());
         }
         let outputs = outputs
             .into_iter()
             .map(|o| o.expect("every step ran"))
             .collect();
-        (Tensor::cat(outputs, 0), h)
+        (outputs, h)
     }
 }
 
@@ -274,7 +294,7 @@ impl RnnModel {
         state: Tensor<3>,
         gate: StepGate,
     ) -> (Tensor<2>, Tensor<3>) {
-        let (y, state) = self.rnn.forward_tokens(inputs.transpose(), state, gate);
+        let (y, state) = self.rnn.forward_tokens(inputs, state, gate);
         (self.linear.forward(y), state)
     }
 }

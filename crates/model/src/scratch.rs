@@ -6,7 +6,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Int, Tensor};
 use rand::Rng;
 
-use crate::{StepGate, init};
+use crate::{StepGate, init, time_steps};
 
 /// `RNNModelScratch`: one hidden layer, one-hot inputs, a linear output.
 #[derive(Module, Debug)]
@@ -46,10 +46,10 @@ impl RnnModelScratch {
     /// For each step t:
     ///     H_t = tanh(X_t W_xh + H_{t-1} W_hh + b_h)
     ///     O_t = H_t W_hq + b_q
-    /// `X_t` is one-hot, so `X_t W_xh` is a row lookup in `W_xh` (its gradient a scatter-add):
-    /// done for all steps at once before the loop, as is `H_t W_hq` after it. Only
-    /// `H_{t-1} W_hh` is sequential. `gate(t, H_{t-1})` decides how gradients flow back
-    /// through time into the previous state (identity, truncation, a probe: book 8.7).
+    /// `X_t` is one-hot, so `X_t W_xh + b_h` is a row lookup in `W_xh + b_h` (its gradient
+    /// a scatter-add into the rows); `H_t W_hq` is one product over all steps after the loop.
+    /// `gate(t, H_{t-1})` decides how gradients flow back through time into the previous
+    /// state (identity, truncation, a probe: book 8.7).
     pub fn forward(
         &self,
         X: Tensor<2, Int>,
@@ -57,15 +57,12 @@ impl RnnModelScratch {
         gate: StepGate,
     ) -> (Tensor<2>, Tensor<3>) {
         let [batch_size, num_steps] = X.dims();
-        let h = self.num_hiddens();
-        let inputs = X.transpose().reshape([num_steps * batch_size]); // time-major
-        let XW_xh_b = self.W_xh.val().select(0, inputs) + self.b_h.val().unsqueeze::<2>();
+        let W_xh_b = self.W_xh.val() + self.b_h.val().unsqueeze::<2>();
         let W_hh = self.W_hh.val();
-        let mut H = state.reshape([batch_size, h]);
+        let mut H = state.reshape([batch_size, self.num_hiddens()]);
         let mut outputs = Vec::with_capacity(num_steps);
-        for t in 0..num_steps {
-            let XW_t = XW_xh_b.clone().narrow(0, t * batch_size, batch_size);
-            H = (XW_t + gate(t, H).matmul(W_hh.clone())).tanh();
+        for (t, X_t) in time_steps(X).into_iter().enumerate() {
+            H = (W_xh_b.clone().select(0, X_t) + gate(t, H).matmul(W_hh.clone())).tanh();
             outputs.push(H.clone());
         }
         let O = Tensor::cat(outputs, 0).matmul(self.W_hq.val()) + self.b_q.val().unsqueeze::<2>();
