@@ -163,3 +163,25 @@ impl DeviceArgs {
         })
     }
 }
+
+/// Build and run environment for burn-tch with PyPI's `torch==2.9.0` as libtorch:
+/// `LIBTORCH_USE_PYTORCH=1` and its `lib/` on `LD_LIBRARY_PATH`.
+pub fn tch_env() -> Result<Vec<(String, String)>> {
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import os, torch; print(os.path.dirname(torch.__file__))",
+        ])
+        .output();
+    let torch = match out {
+        Ok(out) if out.status.success() => String::from_utf8(out.stdout)?.trim().to_string(),
+        _ => bail!(
+            "the tch backend needs libtorch 2.9.0: `python3 -m pip install torch==2.9.0` (or `cargo xtask check-backend tch`), or set LIBTORCH"
+        ),
+    };
+    let old = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
+    Ok(vec![
+        ("LIBTORCH_USE_PYTORCH".into(), "1".into()),
+        ("LD_LIBRARY_PATH".into(), format!("{torch}/lib:{old}")),
+    ])
+}

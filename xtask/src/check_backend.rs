@@ -33,21 +33,6 @@ fn sh(cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-/// Where PyPI's torch keeps libtorch (`python -c 'import torch'`).
-fn torch_lib() -> Result<PathBuf> {
-    let out = Command::new("python3")
-        .args([
-            "-c",
-            "import os, torch; print(os.path.dirname(torch.__file__))",
-        ])
-        .output()
-        .context("python3 with torch is needed for the tch backend")?;
-    if !out.status.success() {
-        bail!("python3 cannot import torch: pip install torch==2.9.0");
-    }
-    Ok(PathBuf::from(String::from_utf8(out.stdout)?.trim()).join("lib"))
-}
-
 pub fn run(args: &CheckArgs) -> Result<()> {
     let backend = args.backend;
     let Some(feature) = backend.feature() else {
@@ -63,10 +48,7 @@ pub fn run(args: &CheckArgs) -> Result<()> {
             if !args.no_install {
                 sh(Command::new("python3").args(["-m", "pip", "install", "-q", "torch==2.9.0"]))?;
             }
-            let lib = torch_lib()?;
-            env.push(("LIBTORCH_USE_PYTORCH".into(), "1".into()));
-            let old = std::env::var("LD_LIBRARY_PATH").unwrap_or_default();
-            env.push(("LD_LIBRARY_PATH".into(), format!("{}:{old}", lib.display())));
+            env.extend(crate::backend::tch_env()?);
         }
         _ => {}
     }
