@@ -55,6 +55,9 @@ enum Command {
 }
 
 fn main() {
+    // Like other command-line tools, end quietly when the reader of stdout goes away
+    // (`cargo xtask corpus | head`) instead of panicking on the failed write.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     let cli = Cli::parse();
     let result = match &cli.command {
         Command::Corpus(args) => corpus::run(args),
