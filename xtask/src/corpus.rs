@@ -16,30 +16,16 @@ pub struct SourceArgs {
     #[arg(long)]
     pub corpus: Option<PathBuf>,
     /// Cleaning of --corpus: letters (the book's) or unicode (keep every character).
-    #[arg(long, default_value = "unicode", value_parser = parse_cleaning)]
+    #[arg(long, default_value = "unicode")]
     pub cleaning: Cleaning,
     /// Mirror directory with the dataset files (else RNNLM_DATA_DIR, the cache, a download).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
 }
 
-pub fn parse_cleaning(s: &str) -> Result<Cleaning, String> {
-    match s {
-        "letters" => Ok(Cleaning::Letters),
-        "unicode" => Ok(Cleaning::Unicode),
-        _ => Err(format!("`{s}`: expected `letters` or `unicode`")),
-    }
-}
-
 impl SourceArgs {
     pub fn source(&self) -> CorpusSource {
-        match &self.corpus {
-            Some(path) => CorpusSource::File {
-                path: path.clone(),
-                cleaning: self.cleaning,
-            },
-            None => CorpusSource::Dataset(self.dataset.clone()),
-        }
+        CorpusSource::new(&self.dataset, self.corpus.as_deref(), self.cleaning)
     }
 }
 

@@ -36,6 +36,17 @@ impl Corpus {
 }
 
 impl CorpusSource {
+    /// The user's own file when given, else the registered dataset.
+    pub fn new(dataset: &str, file: Option<&Path>, cleaning: Cleaning) -> Self {
+        match file {
+            Some(path) => Self::File {
+                path: path.to_path_buf(),
+                cleaning,
+            },
+            None => Self::Dataset(dataset.to_string()),
+        }
+    }
+
     fn name(&self) -> String {
         match self {
             Self::Dataset(name) => name.clone(),

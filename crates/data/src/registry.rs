@@ -19,6 +19,17 @@ pub enum Cleaning {
     Unicode,
 }
 
+impl std::str::FromStr for Cleaning {
+    type Err = DataError;
+    fn from_str(s: &str) -> Result<Self, DataError> {
+        match s {
+            "letters" => Ok(Self::Letters),
+            "unicode" => Ok(Self::Unicode),
+            _ => Err(DataError::invalid("cleaning", s, "`letters` or `unicode`")),
+        }
+    }
+}
+
 /// Whether the vocabulary is built before or after truncating to `max_tokens`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]

@@ -40,13 +40,7 @@ pub struct DataConfig {
 
 impl DataConfig {
     pub fn source(&self) -> CorpusSource {
-        match &self.corpus {
-            Some(path) => CorpusSource::File {
-                path: path.clone(),
-                cleaning: self.cleaning,
-            },
-            None => CorpusSource::Dataset(self.dataset.clone()),
-        }
+        CorpusSource::new(&self.dataset, self.corpus.as_deref(), self.cleaning)
     }
 
     /// The corpus these settings describe (mirror, cache or download; sha1-verified).
