@@ -109,11 +109,15 @@ impl NamedParam<'_> {
         }
     }
 
+    /// The gradient's values, copied out at once: on wgpu the data read back can share
+    /// memory with the device buffer, which a later in-place op (the clipping) rewrites.
     pub fn grad(&self, grads: &GradientsParams) -> Option<TensorData> {
-        match self {
+        let data = match self {
             Self::Vector(p) => grads.get::<1>(p.id).map(Tensor::into_data),
             Self::Matrix(p) => grads.get::<2>(p.id).map(Tensor::into_data),
-        }
+        }?;
+        let values: Vec<f64> = data.iter::<f64>().collect();
+        Some(TensorData::new(values, data.shape().to_vec()).convert_dtype(data.dtype()))
     }
 }
 
