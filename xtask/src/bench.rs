@@ -10,6 +10,8 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::tensor::{Device, Tensor};
 use clap::Args;
+
+use crate::backend::{Backend, DeviceArgs, Dtype};
 use rnnlm_model::ModelKind;
 use rnnlm_train::{EpochMetrics, TrainConfig, new_optimizer, train_epoch};
 use serde_json::json;
@@ -40,6 +42,12 @@ pub struct BenchArgs {
     /// Config overrides for both sides: --set model.num_hiddens=256.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
+    /// rnnlm's backend (the PyTorch side runs on the CPU).
+    #[arg(long, value_enum, default_value = "flex")]
+    pub backend: Backend,
+    /// GPU index for wgpu, tch and cuda.
+    #[arg(long, default_value_t = 0)]
+    pub device: usize,
 }
 
 #[derive(Debug, Args)]
@@ -48,16 +56,15 @@ pub struct WorkerArgs {
     pub config: PathBuf,
     #[arg(long = "set")]
     pub set: Vec<String>,
-    #[arg(long, default_value_t = 1)]
-    pub threads: usize,
+    #[command(flatten)]
+    pub device: DeviceArgs,
 }
 
 /// Trains one epoch per line read on stdin and prints each epoch's metrics as JSON.
 pub fn worker(args: &WorkerArgs) -> Result<()> {
-    set_threads(args.threads);
+    let (device, _) = args.device.device()?;
     let config = TrainConfig::load(&args.config, &args.set)?;
     let corpus = config.data.load_corpus()?;
-    let device = Device::flex().autodiff();
     let t = &config.train;
     let mut model = config
         .model_config(corpus.vocab.len())
@@ -73,11 +80,6 @@ pub fn worker(args: &WorkerArgs) -> Result<()> {
         println!("{}", serde_json::to_string(&metrics)?);
     }
     Ok(())
-}
-
-fn set_threads(n: usize) {
-    // Read by rayon when its global pool starts, before any tensor work.
-    unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
 }
 
 /// A worker process driven one epoch at a time.
@@ -179,9 +181,9 @@ fn flops_per_token(config: &TrainConfig, vocab: usize) -> f64 {
     3.0 * 2.0 * (v * h + layers * h * h + h * v)
 }
 
-/// FLOP/s of a plain `[32, H] x [H, H]` product on flex, on this process's threads.
-fn matmul_flops(h: usize) -> f64 {
-    let device = Device::flex();
+/// FLOP/s of a plain `[32, H] x [H, H]` product on `device` (without autodiff).
+fn matmul_flops(h: usize, device: &Device) -> f64 {
+    let device = device.clone().without_autodiff();
     let a = Tensor::<2>::ones([32, h], &device);
     let w = Tensor::<2>::ones([h, h], &device).div_scalar(h as f64);
     let run = |reps: usize| {
@@ -197,6 +199,13 @@ fn matmul_flops(h: usize) -> f64 {
 }
 
 fn compare(args: &BenchArgs, overrides: &[String]) -> Result<serde_json::Value> {
+    let device_args = DeviceArgs {
+        backend: args.backend,
+        device: args.device,
+        dtype: Dtype::F32,
+        threads: Some(args.threads),
+    };
+    let (device, _) = device_args.device()?;
     let config = TrainConfig::load(&args.config, overrides)?;
     let corpus = config.data.load_corpus()?;
     let exe = std::env::current_exe()?;
@@ -204,7 +213,13 @@ fn compare(args: &BenchArgs, overrides: &[String]) -> Result<serde_json::Value> 
     rnnlm
         .args(["bench-worker", "--config"])
         .arg(&args.config)
-        .args(["--threads", &args.threads.to_string()]);
+        .args(["--threads", &args.threads.to_string()])
+        .args([
+            "--backend",
+            &format!("{:?}", args.backend).to_lowercase(),
+            "--device",
+            &args.device.to_string(),
+        ]);
     for o in overrides {
         rnnlm.args(["--set", o]);
     }
@@ -232,7 +247,7 @@ fn compare(args: &BenchArgs, overrides: &[String]) -> Result<serde_json::Value> 
         results.push((name, stats, rss));
     }
     let per_token = flops_per_token(&config, corpus.vocab.len());
-    let peak = matmul_flops(config.model.num_hiddens);
+    let peak = matmul_flops(config.model.num_hiddens, &device);
     println!(
         "\n{} (H={}, B={}, T={}), {} epochs, {} thread(s); first epoch left out",
         args.config.display(),
@@ -277,7 +292,6 @@ fn compare(args: &BenchArgs, overrides: &[String]) -> Result<serde_json::Value> 
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
-    set_threads(args.threads);
     let mut all = Vec::new();
     match &args.sweep {
         None => all.push(compare(args, &args.set)?),
