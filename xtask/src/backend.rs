@@ -29,9 +29,10 @@ pub struct DeviceArgs {
     /// Burn backend.
     #[arg(long, value_enum, default_value = "flex")]
     pub backend: Backend,
-    /// GPU index for wgpu, tch and cuda.
-    #[arg(long, default_value_t = 0)]
-    pub device: usize,
+    /// GPU index for wgpu, tch and cuda (wgpu: the default adapter, tch: the CPU,
+    /// cuda: GPU 0 when absent).
+    #[arg(long)]
+    pub device: Option<usize>,
     /// Float precision (f64 on flex and ndarray).
     #[arg(long, value_enum, default_value = "f32")]
     pub dtype: Dtype,
@@ -107,8 +108,12 @@ impl DeviceArgs {
             if n == 0 {
                 bail!("--threads 0: give at least one thread");
             }
-            // Read by rayon when its global pool starts, before any tensor work.
-            unsafe { std::env::set_var("RAYON_NUM_THREADS", n.to_string()) };
+            // Read when the thread pools start, before any tensor work: rayon's (flex,
+            // ndarray) and OpenMP's (libtorch).
+            unsafe {
+                std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+                std::env::set_var("OMP_NUM_THREADS", n.to_string());
+            }
         }
         if !self.backend.built() {
             if std::env::var_os("RNNLM_AUTO_BUILD").is_some_and(|v| v == "1") {
@@ -145,19 +150,27 @@ impl DeviceArgs {
             // ndarray is deprecated in Burn 0.22; kept as the design card names it
             Backend::Ndarray => (Device::ndarray(), "ndarray (cpu)".into()),
             #[cfg(feature = "wgpu")]
-            Backend::Wgpu => (
-                Device::wgpu(if index == 0 {
-                    burn::tensor::DeviceKind::DefaultDevice
-                } else {
-                    burn::tensor::DeviceKind::DiscreteGpu(index)
-                }),
-                format!("wgpu:{index}"),
-            ),
+            Backend::Wgpu => match index {
+                None => (
+                    Device::wgpu(burn::tensor::DeviceKind::DefaultDevice),
+                    "wgpu (default adapter)".into(),
+                ),
+                Some(i) => (
+                    Device::wgpu(burn::tensor::DeviceKind::DiscreteGpu(i)),
+                    format!("wgpu:{i}"),
+                ),
+            },
             #[cfg(feature = "tch")]
             #[allow(deprecated)] // tch is deprecated in Burn 0.22
-            Backend::Tch => (Device::libtorch_cuda(index), format!("tch cuda:{index}")),
+            Backend::Tch => match index {
+                None => (Device::libtorch(), "tch (cpu)".into()),
+                Some(i) => (Device::libtorch_cuda(i), format!("tch cuda:{i}")),
+            },
             #[cfg(feature = "cuda")]
-            Backend::Cuda => (Device::cuda(index), format!("cuda:{index}")),
+            Backend::Cuda => {
+                let i = index.unwrap_or(0);
+                (Device::cuda(i), format!("cuda:{i}"))
+            }
             #[allow(unreachable_patterns)]
             other => bail!("backend {other:?} is not built into this binary"),
         })

@@ -46,8 +46,8 @@ pub struct BenchArgs {
     #[arg(long, value_enum, default_value = "flex")]
     pub backend: Backend,
     /// GPU index for wgpu, tch and cuda.
-    #[arg(long, default_value_t = 0)]
-    pub device: usize,
+    #[arg(long)]
+    pub device: Option<usize>,
 }
 
 #[derive(Debug, Args)]
@@ -214,12 +214,10 @@ fn compare(args: &BenchArgs, overrides: &[String]) -> Result<serde_json::Value> 
         .args(["bench-worker", "--config"])
         .arg(&args.config)
         .args(["--threads", &args.threads.to_string()])
-        .args([
-            "--backend",
-            &format!("{:?}", args.backend).to_lowercase(),
-            "--device",
-            &args.device.to_string(),
-        ]);
+        .args(["--backend", &format!("{:?}", args.backend).to_lowercase()]);
+    if let Some(index) = args.device {
+        rnnlm.args(["--device", &index.to_string()]);
+    }
     for o in overrides {
         rnnlm.args(["--set", o]);
     }
