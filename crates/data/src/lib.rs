@@ -20,6 +20,6 @@ pub use fetch::{DataDirs, fetch_dataset, sha1_hex};
 pub use ngram::{NgramCounts, NgramModel, count_ngrams};
 pub use registry::{Cleaning, DatasetSpec, VocabOver, dataset, dataset_names};
 pub use sampler::{Batch, Sampler, epoch_batches};
-pub use sine::{autoregressive_features, sine_series};
+pub use sine::{autoregressive_features, sine_series, standard_normal};
 pub use text::{TokenKind, clean_lines, tokenize};
 pub use vocab::Vocab;

@@ -2,15 +2,16 @@
 
 use rand::{Rng, RngExt};
 
+/// One draw from `N(0, 1)` (Box-Muller), the same on every platform for a seeded rng.
+pub fn standard_normal(rng: &mut impl Rng) -> f64 {
+    let (u1, u2): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random()); // u1 in (0, 1]
+    (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+}
+
 /// `x_t = sin(0.01 t) + N(0, noise_std)` for `t = 1..=T`.
 pub fn sine_series(len: usize, noise_std: f64, rng: &mut impl Rng) -> Vec<f64> {
     (1..=len)
-        .map(|t| {
-            // Box-Muller: one standard normal draw per step.
-            let (u1, u2): (f64, f64) = (1.0 - rng.random::<f64>(), rng.random());
-            let noise = (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos();
-            (0.01 * t as f64).sin() + noise_std * noise
-        })
+        .map(|t| (0.01 * t as f64).sin() + noise_std * standard_normal(rng))
         .collect()
 }
 

@@ -9,7 +9,7 @@ fn param<const D: usize>(values: Vec<f32>, shape: [usize; D], device: &Device) -
     Param::from_tensor(Tensor::from_data(TensorData::new(values, shape), device))
 }
 
-/// `torch.randn(shape) * std` (Box-Muller).
+/// `torch.randn(shape) * std`.
 pub fn normal<const D: usize>(
     shape: [usize; D],
     std: f64,
@@ -18,11 +18,7 @@ pub fn normal<const D: usize>(
 ) -> Param<Tensor<D>> {
     let n: usize = shape.iter().product();
     let values = (0..n)
-        .map(|_| {
-            let u1: f64 = 1.0 - rng.random::<f64>(); // in (0, 1]
-            let u2: f64 = rng.random();
-            ((-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos() * std) as f32
-        })
+        .map(|_| (rnnlm_data::standard_normal(rng) * std) as f32)
         .collect();
     param(values, shape, device)
 }
