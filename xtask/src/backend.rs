@@ -42,6 +42,11 @@ pub struct DeviceArgs {
 }
 
 impl Backend {
+    /// Whether this backend computes on the host CPU (so the fused engine applies).
+    pub fn computes_on_host(self) -> bool {
+        matches!(self, Self::Flex | Self::Ndarray)
+    }
+
     pub fn feature(self) -> Option<&'static str> {
         match self {
             Self::Flex => None,

@@ -66,6 +66,7 @@ pub fn worker(args: &WorkerArgs) -> Result<()> {
     let config = TrainConfig::load(&args.config, &args.set)?;
     let corpus = config.data.load_corpus()?;
     let t = &config.train;
+    let engine = config.engine(args.device.backend.computes_on_host());
     let mut model = config
         .model_config(corpus.vocab.len())
         .init(t.seed, &device)?;
@@ -74,8 +75,16 @@ pub fn worker(args: &WorkerArgs) -> Result<()> {
     let stdin = std::io::stdin();
     for (epoch, line) in stdin.lock().lines().enumerate() {
         line?;
-        let (trained, metrics) =
-            train_epoch(model, &mut optimizer, t, &corpus, &device, epoch, &never)?;
+        let (trained, metrics) = train_epoch(
+            model,
+            &mut optimizer,
+            t,
+            &corpus,
+            &device,
+            engine,
+            epoch,
+            &never,
+        )?;
         model = trained;
         println!("{}", serde_json::to_string(&metrics)?);
     }

@@ -4,9 +4,9 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
-use rnnlm_model::ModelKind;
 use rnnlm_model::parity::{compare, parity};
 use rnnlm_model::tensors::NamedTensors;
+use rnnlm_model::{Engine, ModelKind};
 
 use crate::backend::DeviceArgs;
 
@@ -39,8 +39,17 @@ pub struct ParityArgs {
     pub atol: f64,
     #[arg(long, default_value_t = 1e-4)]
     pub rtol: f64,
+    /// How gradients are computed; default: fused on flex and ndarray, autodiff elsewhere.
+    #[arg(long, value_enum)]
+    pub engine: Option<EngineArg>,
     #[command(flatten)]
     pub device: DeviceArgs,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum EngineArg {
+    Autodiff,
+    Fused,
 }
 
 pub fn run(args: &ParityArgs) -> Result<()> {
@@ -50,11 +59,17 @@ pub fn run(args: &ParityArgs) -> Result<()> {
         KindArg::Scratch => ModelKind::Scratch,
         KindArg::Concise => ModelKind::Concise,
     });
-    let out = parity(&input, kind, args.theta, args.lr, &device)?;
+    let engine = match args.engine {
+        Some(EngineArg::Autodiff) => Engine::Autodiff,
+        Some(EngineArg::Fused) => Engine::Fused,
+        None if args.device.backend.computes_on_host() => Engine::Fused,
+        None => Engine::Autodiff,
+    };
+    let out = parity(&input, kind, args.theta, args.lr, engine, &device)?;
     out.write(&args.output)?;
     let loss: f64 = out.tensors["loss"].iter::<f64>().next().unwrap_or(f64::NAN);
     println!(
-        "{}: loss {loss:.6} on {name}; wrote {}",
+        "{}: loss {loss:.6} on {name} ({engine:?} engine); wrote {}",
         args.input.display(),
         args.output.display()
     );

@@ -124,6 +124,8 @@ fn default_run_dir(config: &Path) -> PathBuf {
 pub fn run(args: &TrainArgs) -> Result<()> {
     let (dir, config, existing) = args.resolve()?;
     let (device, device_name) = args.device.device()?;
+    let engine = config.engine(args.device.backend.computes_on_host());
+    let device_name = format!("{device_name}, {engine:?} engine").to_lowercase();
     let corpus = config.data.load_corpus()?;
     let run = RunDir::open(&dir, existing)?;
     if existing == Existing::Resume {
@@ -157,6 +159,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         config: &config,
         corpus: &corpus,
         device: &device,
+        engine,
         device_name: &device_name,
         run: &run,
         resume: existing == Existing::Resume,

@@ -1,10 +1,10 @@
 //! `cargo bench -p rnnlm-model`: one training step (forward, backward, global-norm clip,
-//! SGD update) of both models at the book's sizes (B=32, T=35, V=28; H=512 scratch,
+//! SGD update; autodiff and fused engines) of both models at the book's sizes (B=32, T=35, V=28; H=512 scratch,
 //! H=256 concise), and the recurrence alone (forward without gradients).
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use criterion::{Criterion, criterion_group, criterion_main};
-use rnnlm_model::{ModelConfig, ModelKind, train_step};
+use rnnlm_model::{Engine, ModelConfig, ModelKind, train_step};
 
 fn batch(device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
     let tokens = |shift: i64| -> Tensor<2, Int> {
@@ -22,27 +22,31 @@ fn bench(c: &mut Criterion) {
         let device = Device::flex().autodiff();
         let config = ModelConfig::new(kind, 28, hidden);
         let (x, y) = batch(&device);
-        let mut model = Some(config.init(0, &device).unwrap());
-        let mut optimizer = burn::optim::SgdConfig::new().init();
-        c.bench_function(&format!("train step, {name}"), |b| {
-            b.iter(|| {
-                let m = model.take().unwrap();
-                let state = m.begin_state(32, &device);
-                let step = train_step(
-                    m,
-                    &mut optimizer,
-                    x.clone(),
-                    y.clone(),
-                    state,
-                    &mut |_, h| h,
-                    1.0,
-                    1.0,
-                    false,
-                );
-                let _ = step.loss.into_scalar::<f32>();
-                model = Some(step.model);
-            })
-        });
+        for engine in [Engine::Autodiff, Engine::Fused] {
+            let mut model = Some(config.init(0, &device).unwrap());
+            let mut optimizer = burn::optim::SgdConfig::new().init();
+            c.bench_function(&format!("train step ({engine:?}), {name}"), |b| {
+                b.iter(|| {
+                    let m = model.take().unwrap();
+                    let state = m.begin_state(32, &device);
+                    let step = train_step(
+                        m,
+                        &mut optimizer,
+                        x.clone(),
+                        y.clone(),
+                        state,
+                        None,
+                        engine,
+                        1.0,
+                        1.0,
+                        false,
+                    )
+                    .unwrap();
+                    let _ = step.loss.into_scalar::<f32>();
+                    model = Some(step.model);
+                })
+            });
+        }
         let plain = Device::flex();
         let inference = config.init(0, &plain).unwrap();
         let (x, _) = batch(&plain);

@@ -4,8 +4,10 @@
 //! with a linear head (8.6, `rnn.rs`); global-norm gradient clipping (`clip.rs`),
 //! `predict_ch8` (`predict.rs`), and the PyTorch parity step (`parity.rs`).
 
+pub mod bptt;
 mod clip;
 mod error;
+mod fused;
 mod init;
 mod mlp;
 mod model;
@@ -24,14 +26,15 @@ pub use clip::{grad_clipping, grad_norm};
 pub type StepGate<'a> =
     &'a mut dyn FnMut(usize, burn::tensor::Tensor<2>) -> burn::tensor::Tensor<2>;
 pub use error::ModelError;
+pub use fused::fused_supported;
 pub use mlp::SineMlp;
 pub use model::{Model, ModelConfig, ModelKind, NamedParam};
 pub use predict::{Decoding, Prediction, predict, predict_ch8, sample};
 pub use rnn::{LinearHead, Nonlinearity, RnnCell, RnnLayer, RnnModel};
 pub use scratch::RnnModelScratch;
 pub use step::{
-    StepResult, cross_entropy, grad_norms_through_time, perplexity_of, randomized_truncation,
-    token_losses, train_step,
+    Engine, StepResult, cross_entropy, grad_norms_through_time, perplexity_of,
+    randomized_truncation, scale_gate, token_losses, train_step,
 };
 
 /// The token indices `X_t` of each step of a `[batch_size, num_steps]` minibatch.

@@ -5,7 +5,7 @@ use burn::optim::SgdConfig;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::tensors::NamedTensors;
-use crate::{Model, ModelConfig, ModelError, ModelKind, train_step};
+use crate::{Engine, Model, ModelConfig, ModelError, ModelKind, train_step};
 
 /// Which model the fixture holds, from its tensor names.
 pub fn detect_kind(input: &NamedTensors) -> Result<ModelKind, ModelError> {
@@ -27,6 +27,7 @@ pub fn parity(
     kind: Option<ModelKind>,
     theta: f64,
     lr: f64,
+    engine: Engine,
     device: &Device,
 ) -> Result<NamedTensors, ModelError> {
     let kind = match kind {
@@ -65,11 +66,12 @@ pub fn parity(
         x,
         y.clone(),
         h0.unsqueeze::<3>(),
-        &mut |_, h| h,
+        None,
+        engine,
         theta,
         lr,
         true,
-    );
+    )?;
 
     let mut out = NamedTensors {
         file: "parity output".into(),

@@ -3,7 +3,9 @@
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::{Model, StepGate, grad_clipping};
+use serde::{Deserialize, Serialize};
+
+use crate::{Model, ModelError, fused, grad_clipping};
 
 /// Cross-entropy of each row of logits `[T * B, V]` against `Y [B, T]` read as
 /// `Y.T.reshape(-1)`: a `[T * B]` tensor.
@@ -34,8 +36,29 @@ pub struct StepResult {
     pub clipped_grads: Vec<(String, TensorData)>,
 }
 
-/// Forward (with `gate` on the state entering each step), backward,
-/// `grad_clipping(theta)`, `optimizer.step(lr)`.
+/// How a training step computes its gradients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Engine {
+    /// Burn's autodiff over the model's forward: any model, any backend.
+    Autodiff,
+    /// The written-out BPTT kernel on the host (`bptt`): one-layer, one-direction models;
+    /// several times faster on CPU backends.
+    Fused,
+}
+
+/// The gate of `scales` (see `randomized_truncation`): `s_t` weights the gradient entering
+/// `H_{t-1}` at step `t` while leaving its value as it is.
+pub fn scale_gate(scales: Option<&[f64]>) -> impl FnMut(usize, Tensor<2>) -> Tensor<2> + '_ {
+    move |t, h| match scales.map_or(1.0, |s| s[t]) {
+        1.0 => h,
+        0.0 => h.detach(),
+        s => h.clone().mul_scalar(s) + h.detach().mul_scalar(1.0 - s),
+    }
+}
+
+/// Forward, backward (with `scales` weighting the gradient through each step's incoming
+/// state, `None` for plain BPTT), `grad_clipping(theta)`, `optimizer.step(lr)`.
 /// `keep_grads` keeps a copy of the unclipped gradients (the parity check reads them).
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
@@ -44,15 +67,24 @@ pub fn train_step(
     x: Tensor<2, Int>,
     y: Tensor<2, Int>,
     state: Tensor<3>,
-    gate: StepGate,
+    scales: Option<&[f64]>,
+    engine: Engine,
     theta: f64,
     lr: f64,
     keep_grads: bool,
-) -> StepResult {
-    let (logits, state) = model.forward_gated(x, state, gate);
-    let losses = token_losses(logits.clone(), y);
-    let loss = losses.clone().mean();
-    let grads = GradientsParams::from_grads(loss.backward(), &model);
+) -> Result<StepResult, ModelError> {
+    let (grads, logits, losses, state) = match engine {
+        Engine::Autodiff => {
+            let (logits, state) = model.forward_gated(x, state, &mut scale_gate(scales));
+            let losses = token_losses(logits.clone(), y);
+            let grads = GradientsParams::from_grads(losses.clone().mean().backward(), &model);
+            (grads, logits, losses, state)
+        }
+        Engine::Fused => {
+            let f = fused::forward_backward(&model, &x, &y, state, scales)?;
+            (f.grads, f.logits, f.token_losses, f.state)
+        }
+    };
     let read = |g: &GradientsParams| -> Vec<(String, TensorData)> {
         if !keep_grads {
             return Vec::new();
@@ -66,16 +98,16 @@ pub fn train_step(
     let (clipped, grad_norm) = grad_clipping(&model, grads, theta);
     let clipped_grads = read(&clipped);
     let model = optimizer.step(lr, model, clipped);
-    StepResult {
+    Ok(StepResult {
         model,
-        loss: loss.detach(),
+        loss: losses.clone().mean().detach(),
         token_losses: losses.detach(),
         logits: logits.detach(),
         state: state.detach(),
         grad_norm,
         grads: kept,
         clipped_grads,
-    }
+    })
 }
 
 /// Perplexity of `tokens[1..]` read left to right from a zero state, each token
@@ -131,19 +163,19 @@ pub fn grad_norms_through_time(
         .collect()
 }
 
-/// Randomized truncation (Tallec & Ollivier 2017, book 8.7): at each step the gradient
-/// continues into the previous state with probability `pi`, scaled by `1 / pi` so its
-/// expectation is the full gradient, and stops otherwise. The state's value is unchanged.
-pub fn randomized_truncation<R: rand::Rng>(
-    pi: f64,
-    rng: &mut R,
-) -> impl FnMut(usize, Tensor<2>) -> Tensor<2> + '_ {
+/// Randomized truncation (Tallec & Ollivier 2017, book 8.7): at each of `num_steps` steps
+/// the gradient continues into the previous state with probability `pi`, scaled by `1 / pi`
+/// so its expectation is the full gradient, and stops otherwise. Returns the weights `s_t`
+/// for `train_step` (`1 / pi` or 0), drawn in step order.
+pub fn randomized_truncation<R: rand::Rng>(pi: f64, num_steps: usize, rng: &mut R) -> Vec<f64> {
     use rand::RngExt;
-    move |_, h| {
-        if rng.random::<f64>() < pi {
-            h.clone().div_scalar(pi) + h.detach().mul_scalar(1.0 - 1.0 / pi)
-        } else {
-            h.detach()
-        }
-    }
+    (0..num_steps)
+        .map(|_| {
+            if rng.random::<f64>() < pi {
+                1.0 / pi
+            } else {
+                0.0
+            }
+        })
+        .collect()
 }

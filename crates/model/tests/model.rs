@@ -40,16 +40,18 @@ fn shared_fixtures_match_pytorch_float64() {
         let expected =
             NamedTensors::read(&fixtures().join(format!("{case}.expected.float64.safetensors")))
                 .unwrap();
-        let out = parity::parity(&input, None, 1.0, 1.0, &device).unwrap();
-        assert_eq!(out.tensors["logits"].dtype(), DType::F64);
-        let worst = parity::compare(&out, &expected, 1e-10, 1e-9).unwrap();
-        assert!(worst.is_none(), "{case}: {worst:?}");
+        for engine in [Engine::Autodiff, Engine::Fused] {
+            let out = parity::parity(&input, None, 1.0, 1.0, engine, &device).unwrap();
+            assert_eq!(out.tensors["logits"].dtype(), DType::F64);
+            let worst = parity::compare(&out, &expected, 1e-10, 1e-9).unwrap();
+            assert!(worst.is_none(), "{case} {engine:?}: {worst:?}");
+        }
         // Every expected tensor was compared (compare errors on a missing one), and the
         // clip cases really clip.
         let norm: f64 = expected.tensors["grad_norm"].iter::<f64>().next().unwrap();
         assert_eq!(case.ends_with("clip"), norm > 1.0, "{case}");
         // The comparison can fail: a step with lr = 2 is caught.
-        let off = parity::parity(&input, None, 1.0, 2.0, &device).unwrap();
+        let off = parity::parity(&input, None, 1.0, 2.0, Engine::Fused, &device).unwrap();
         let worst = parity::compare(&off, &expected, 1e-10, 1e-9)
             .unwrap()
             .unwrap();
@@ -354,12 +356,12 @@ fn bad_fixtures_are_clear_errors() {
     let device = device();
     let mut input = NamedTensors::read(&fixtures().join("scratch_small.safetensors")).unwrap();
     input.tensors.remove("W_hh");
-    let err = parity::parity(&input, None, 1.0, 1.0, &device)
+    let err = parity::parity(&input, None, 1.0, 1.0, Engine::Autodiff, &device)
         .unwrap_err()
         .to_string();
     assert!(err.contains("`W_hh` is missing"), "{err}");
     input.insert("W_hh", TensorData::new(vec![0.0f32; 6], [2, 3]));
-    let err = parity::parity(&input, None, 1.0, 1.0, &device)
+    let err = parity::parity(&input, None, 1.0, 1.0, Engine::Autodiff, &device)
         .unwrap_err()
         .to_string();
     assert!(
@@ -367,7 +369,7 @@ fn bad_fixtures_are_clear_errors() {
         "{err}"
     );
     input.tensors.clear();
-    let err = parity::parity(&input, None, 1.0, 1.0, &device)
+    let err = parity::parity(&input, None, 1.0, 1.0, Engine::Autodiff, &device)
         .unwrap_err()
         .to_string();
     assert!(
@@ -441,7 +443,7 @@ fn randomized_truncation_is_exact_at_pi_1_and_unbiased_on_average() {
             &x,
             &y,
             &h0,
-            &mut randomized_truncation(1.0, &mut rng)
+            &mut scale_gate(Some(&randomized_truncation(1.0, 6, &mut rng)))
         ),
         full
     );
@@ -453,7 +455,7 @@ fn randomized_truncation_is_exact_at_pi_1_and_unbiased_on_average() {
             &x,
             &y,
             &h0,
-            &mut randomized_truncation(0.7, &mut rng),
+            &mut scale_gate(Some(&randomized_truncation(0.7, 6, &mut rng))),
         )) {
             *m += g / draws as f64;
         }
@@ -504,4 +506,190 @@ fn gradient_norms_through_time_equal_finite_differences() {
             squares.sqrt()
         );
     }
+}
+
+/// One step's logits, loss, state and every gradient (before and after clipping).
+fn step_outputs(
+    model: Model,
+    x: &Tensor<2, Int>,
+    y: &Tensor<2, Int>,
+    h0: &Tensor<3>,
+    scales: Option<&[f64]>,
+    engine: Engine,
+) -> Vec<f64> {
+    let mut optimizer = burn::optim::SgdConfig::new().init();
+    let step = train_step(
+        model,
+        &mut optimizer,
+        x.clone(),
+        y.clone(),
+        h0.clone(),
+        scales,
+        engine,
+        0.5,
+        0.3,
+        true,
+    )
+    .unwrap();
+    let mut out: Vec<f64> = step.logits.into_data().iter::<f64>().collect();
+    out.extend(step.token_losses.into_data().iter::<f64>());
+    out.extend(step.state.into_data().iter::<f64>());
+    for (_, g) in step.grads.iter().chain(&step.clipped_grads) {
+        out.extend(g.iter::<f64>());
+    }
+    for (_, p) in step.model.named_params() {
+        out.extend(p.data().iter::<f64>());
+    }
+    out
+}
+
+#[test]
+fn fused_engine_equals_autodiff_for_every_model_it_covers() {
+    let device = device();
+    let configs = [
+        ModelConfig::new(ModelKind::Scratch, 6, 5),
+        ModelConfig::new(ModelKind::Concise, 6, 5),
+        ModelConfig::new(ModelKind::Concise, 6, 5).with_nonlinearity(Nonlinearity::Relu),
+    ];
+    let x = tokens(
+        &[5, 0, 3, 3, 1, 2, 4, 0, 1, 1, 2, 5, 0, 4, 4],
+        [3, 5],
+        &device,
+    );
+    let y = tokens(
+        &[0, 3, 3, 1, 2, 4, 0, 1, 1, 2, 5, 0, 4, 4, 3],
+        [3, 5],
+        &device,
+    );
+    let cut_and_reweighted = [1.0, 1.0 / 0.7, 0.0, 1.0 / 0.7, 1.0];
+    for (i, config) in configs.iter().enumerate() {
+        let (_, named) = random_model(config, 20 + i as u64, 0.9, &device);
+        let fresh = || Model::from_named(config, &named, &device).unwrap();
+        let h0 = Tensor::<3>::random(
+            [1, 3, 5],
+            burn::tensor::Distribution::Uniform(-0.5, 0.5),
+            &device,
+        );
+        for scales in [None, Some(&cut_and_reweighted[..])] {
+            let a = step_outputs(fresh(), &x, &y, &h0, scales, Engine::Autodiff);
+            let b = step_outputs(fresh(), &x, &y, &h0, scales, Engine::Fused);
+            assert_eq!(a.len(), b.len());
+            let worst = a
+                .iter()
+                .zip(&b)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0.0, f64::max);
+            assert!(worst < 1e-12, "{config:?} {scales:?}: {worst}");
+        }
+        // The reweighting is in effect: without it the gradients differ.
+        let plain = step_outputs(fresh(), &x, &y, &h0, None, Engine::Fused);
+        let cut = step_outputs(
+            fresh(),
+            &x,
+            &y,
+            &h0,
+            Some(&cut_and_reweighted),
+            Engine::Fused,
+        );
+        assert!(plain.iter().zip(&cut).any(|(a, b)| (a - b).abs() > 1e-6));
+    }
+    let stacked = ModelConfig::new(ModelKind::Concise, 6, 5).with_num_layers(2);
+    let model = stacked.init(0, &device).unwrap();
+    assert!(!fused_supported(&model));
+    let h0 = model.begin_state(3, &device);
+    let mut optimizer = burn::optim::SgdConfig::new().init();
+    let err = train_step(
+        model,
+        &mut optimizer,
+        x.clone(),
+        y,
+        h0,
+        None,
+        Engine::Fused,
+        1.0,
+        1.0,
+        false,
+    );
+    assert!(err.err().unwrap().to_string().contains("autodiff"));
+    let model = configs[0].init(0, &device).unwrap();
+    let h0 = model.begin_state(3, &device);
+    let bad = tokens(&[6; 15], [3, 5], &device);
+    let err = train_step(
+        model,
+        &mut optimizer,
+        x,
+        bad,
+        h0,
+        None,
+        Engine::Fused,
+        1.0,
+        1.0,
+        false,
+    );
+    assert!(err.err().unwrap().to_string().contains("token id 6 in Y"));
+}
+
+#[test]
+fn the_kernel_splits_batch_rows_across_threads_without_changing_results() {
+    use rnnlm_model::bptt::{Mat, Minibatch, RnnParams, forward_backward};
+    let (v, h, b, t) = (7, 6, 5, 4);
+    let mut rng = StdRng::seed_from_u64(5);
+    let mut draw = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.random_range(-0.7..0.7)).collect() };
+    let (w_xh, w_hh, b_h, w_hq, b_q, h0) = (
+        draw(v * h),
+        draw(h * h),
+        draw(h),
+        draw(h * v),
+        draw(v),
+        draw(b * h),
+    );
+    let ids = |shift: usize| -> Vec<usize> { (0..b * t).map(|i| (i * 3 + shift) % v).collect() };
+    let (x, y) = (ids(0), ids(1));
+    let params = RnnParams {
+        W_xh: Mat::row_major(&w_xh, v, h),
+        W_hh: Mat::row_major(&w_hh, h, h),
+        b_h: &b_h,
+        W_hq: Mat::row_major(&w_hq, h, v),
+        b_q: &b_q,
+        relu: false,
+    };
+    let batch = Minibatch {
+        X: &x,
+        Y: &y,
+        batch_size: b,
+        num_steps: t,
+        H0: &h0,
+        state_grad_scales: None,
+    };
+    let one = forward_backward(params, &batch, 1);
+    for threads in [2, 3, 8] {
+        let many = forward_backward(params, &batch, threads);
+        assert_eq!(many.logits, one.logits, "{threads} threads");
+        assert_eq!(many.token_losses, one.token_losses);
+        assert_eq!(many.state, one.state);
+        let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-14);
+        let (g, w) = (&many.grads, &one.grads);
+        assert!(close(&g.W_xh, &w.W_xh) && close(&g.W_hh, &w.W_hh) && close(&g.b_h, &w.b_h));
+        assert!(close(&g.W_hq, &w.W_hq) && close(&g.b_q, &w.b_q));
+    }
+}
+
+#[test]
+fn the_float32_tanh_is_within_8_ulp_everywhere() {
+    use rnnlm_model::bptt::Real;
+    let mut worst: f64 = 0.0;
+    // Every 97th float32 from -20 to 20, and the small-argument cutoff's neighbours.
+    let bits = (0..(20f32).to_bits()).step_by(97);
+    for x in bits
+        .map(f32::from_bits)
+        .flat_map(|x| [x, -x])
+        .chain([0.0004, 0.000_399_9])
+    {
+        let exact = (x as f64).tanh();
+        let ulp =
+            f32::from_bits((exact.abs() as f32).to_bits() + 1) as f64 - (exact.abs() as f32) as f64;
+        worst =
+            worst.max((<f32 as Real>::tanh(x) as f64 - exact).abs() / ulp.max(f64::MIN_POSITIVE));
+    }
+    assert!(worst <= 8.0, "worst error {worst} ulp");
 }

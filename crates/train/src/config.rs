@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use rnnlm_data::{Cleaning, Corpus, CorpusSource, DataDirs, Sampler, TokenKind, load_corpus};
-use rnnlm_model::{ModelKind, Nonlinearity};
+use rnnlm_model::{Engine, ModelKind, Nonlinearity};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -159,6 +159,10 @@ pub struct TrainSection {
     pub truncation: Truncation,
     /// Probability of continuing the backward pass at each step (randomized truncation).
     pub truncation_pi: f64,
+    /// How gradients are computed: `autodiff` (Burn's, any model and backend) or `fused`
+    /// (the written-out BPTT kernel on the host; one-layer, one-direction models).
+    /// Unset: `fused` on the CPU backends (flex, ndarray) where it applies, else `autodiff`.
+    pub engine: Option<Engine>,
 }
 
 impl Default for TrainSection {
@@ -179,6 +183,7 @@ impl Default for TrainSection {
             num_preds: 50,
             truncation: Truncation::Regular,
             truncation_pi: 0.9,
+            engine: None,
         }
     }
 }
@@ -240,7 +245,30 @@ impl TrainConfig {
             );
         }
         self.model_config(1).validate()?;
+        if t.engine == Some(Engine::Fused) && !self.fused_applies() {
+            bail!(
+                "train.engine = \"fused\" covers one-layer, one-direction models (model.num_layers = {}, model.bidirectional = {}); use \"autodiff\"",
+                self.model.num_layers,
+                self.model.bidirectional
+            );
+        }
         Ok(())
+    }
+
+    fn fused_applies(&self) -> bool {
+        self.model.num_layers == 1 && !self.model.bidirectional
+    }
+
+    /// `train.engine`, or when unset the fastest that applies: `fused` on a backend that
+    /// computes on the host (`host_backend`), `autodiff` on the others.
+    pub fn engine(&self, host_backend: bool) -> Engine {
+        self.train
+            .engine
+            .unwrap_or(if host_backend && self.fused_applies() {
+                Engine::Fused
+            } else {
+                Engine::Autodiff
+            })
     }
 
     pub fn model_config(&self, vocab_size: usize) -> rnnlm_model::ModelConfig {
@@ -296,6 +324,11 @@ mod tests {
         assert_eq!(c.data.dataset, "jaychou-lyrics");
         assert_eq!(c.train.batch_size, 32);
         assert_eq!(TrainConfig::parse(&c.to_toml(), &[]).unwrap(), c);
+        assert_eq!(c.engine(true), Engine::Fused);
+        assert_eq!(c.engine(false), Engine::Autodiff);
+        let set = TrainConfig::parse("[train]\nengine = \"autodiff\"\n", &[]).unwrap();
+        assert_eq!(set.engine(true), Engine::Autodiff);
+        assert_eq!(TrainConfig::parse(&set.to_toml(), &[]).unwrap(), set);
     }
 
     #[test]
@@ -312,5 +345,12 @@ mod tests {
         assert!(err("", &["model.num_layers=2"]).contains("concise"));
         assert!(err("", &["train"]).contains("key=value"));
         assert!(err("", &["train.sampler=random"]).contains("reset"));
+        assert!(err("", &["train.engine=jit"]).contains("engine"));
+        let stacked = [
+            "model.kind=concise",
+            "model.num_layers=2",
+            "train.engine=fused",
+        ];
+        assert!(err("", &stacked).contains("autodiff"));
     }
 }

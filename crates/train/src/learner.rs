@@ -8,12 +8,12 @@ use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
 use burn::optim::{AdamConfig, ModuleOptimizer, SgdConfig};
-use burn::tensor::{Device, Tensor};
+use burn::tensor::Device;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rnnlm_data::{Corpus, epoch_batches};
 use rnnlm_model::{
-    Decoding, Model, StepGate, perplexity_of, predict_ch8, randomized_truncation, train_step,
+    Decoding, Engine, Model, perplexity_of, predict_ch8, randomized_truncation, train_step,
 };
 
 use crate::run_dir::{EpochMetrics, Progress, RunDir};
@@ -33,6 +33,8 @@ pub struct Session<'a> {
     pub config: &'a TrainConfig,
     pub corpus: &'a Corpus,
     pub device: &'a Device,
+    /// How gradients are computed (`TrainConfig::engine` for the chosen backend).
+    pub engine: Engine,
     /// Shown in the summary line (`... tokens/sec on flex`).
     pub device_name: &'a str,
     pub run: &'a RunDir,
@@ -80,6 +82,7 @@ pub fn train_epoch(
     t: &TrainSection,
     corpus: &Corpus,
     device: &Device,
+    engine: Engine,
     epoch: usize,
     stop: &AtomicBool,
 ) -> Result<(Model, Option<EpochMetrics>)> {
@@ -107,13 +110,20 @@ pub fn train_epoch(
             (StateMode::Carry, Some(s)) => s, // train_step returned it detached: truncated BPTT
             _ => model.begin_state(t.batch_size, device),
         };
-        let mut randomized = randomized_truncation(t.truncation_pi, &mut rng);
-        let mut identity = |_: usize, h: Tensor<2>| h;
-        let gate: StepGate = match t.truncation {
-            Truncation::Randomized => &mut randomized,
-            _ => &mut identity,
-        };
-        let step = train_step(model, optimizer, x, y, state_in, gate, t.theta, t.lr, false);
+        let scales = (t.truncation == Truncation::Randomized)
+            .then(|| randomized_truncation(t.truncation_pi, num_steps, &mut rng));
+        let step = train_step(
+            model,
+            optimizer,
+            x,
+            y,
+            state_in,
+            scales.as_deref(),
+            engine,
+            t.theta,
+            t.lr,
+            false,
+        )?;
         model = step.model;
         state = Some(step.state);
         let batch_loss: f64 = step.token_losses.into_data().iter::<f64>().sum();
@@ -206,6 +216,7 @@ impl Session<'_> {
                 t,
                 &train_part,
                 self.device,
+                self.engine,
                 epoch,
                 self.stop,
             )

@@ -12,7 +12,7 @@ use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rnnlm_data::{Corpus, Sampler, TokenKind, Vocab, epoch_batches};
 use rnnlm_model::tensors::NamedTensors;
-use rnnlm_model::{Model, ModelConfig, ModelKind};
+use rnnlm_model::{Engine, Model, ModelConfig, ModelKind};
 
 use crate::{StateMode, TrainSection, new_optimizer, train_epoch};
 
@@ -137,7 +137,7 @@ fn reference_step(
 }
 
 #[test]
-fn one_epoch_equals_the_float64_bptt_reference_with_and_without_carried_state() {
+fn one_epoch_equals_the_float64_bptt_reference_with_and_without_carried_state_on_both_engines() {
     let device = Device::flex().autodiff();
     let mut rng = StdRng::seed_from_u64(3);
     let init = |n: usize, rng: &mut StdRng| -> Vec<f64> {
@@ -159,7 +159,9 @@ fn one_epoch_equals_the_float64_bptt_reference_with_and_without_carried_state() 
         token: TokenKind::Char,
     };
     let mut losses = Vec::new();
-    for state in [StateMode::Carry, StateMode::Reset] {
+    let runs =
+        [StateMode::Carry, StateMode::Reset].map(|s| [(s, Engine::Autodiff), (s, Engine::Fused)]);
+    for (state, engine) in runs.into_iter().flatten() {
         let t = TrainSection {
             batch_size: 2,
             num_steps: 4,
@@ -195,6 +197,7 @@ fn one_epoch_equals_the_float64_bptt_reference_with_and_without_carried_state() 
             &t,
             &corpus,
             &device,
+            engine,
             0,
             &AtomicBool::new(false),
         )
@@ -226,10 +229,10 @@ fn one_epoch_equals_the_float64_bptt_reference_with_and_without_carried_state() 
         assert!(batches.len() > 3);
         assert!(
             (got - want).abs() < 1e-5 * want,
-            "{state:?}: train_epoch {got}, reference {want}"
+            "{state:?} {engine:?}: train_epoch {got}, reference {want}"
         );
         losses.push(want);
     }
     // Carrying the state across minibatches changes the loss; resetting it is a different run.
-    assert!((losses[0] - losses[1]).abs() > 1e-4, "{losses:?}");
+    assert!((losses[0] - losses[2]).abs() > 1e-4, "{losses:?}");
 }

@@ -1,0 +1,174 @@
+#![allow(non_snake_case)] // the book's names: X, Y, H0
+
+//! The `fused` engine: a `Model`'s parameters and minibatch copied to the host, one
+//! forward and backward pass of the written-out BPTT kernel (`bptt`), the gradients
+//! handed back as tensors for the usual clipping and optimizer step.
+
+use burn::optim::GradientsParams;
+use burn::tensor::{DType, Element, Int, Tensor, TensorData};
+
+use crate::bptt::{self, Mat, Minibatch, Real, RnnParams};
+use crate::{Model, ModelError, Nonlinearity};
+
+/// A forward and backward pass done outside the autodiff graph.
+pub(crate) struct Fused {
+    pub grads: GradientsParams,
+    pub logits: Tensor<2>,
+    pub token_losses: Tensor<1>,
+    pub state: Tensor<3>,
+}
+
+/// Whether the fused kernel covers `model`: one layer, one direction.
+pub fn fused_supported(model: &Model) -> bool {
+    match model {
+        Model::Scratch(_) => true,
+        Model::Concise(m) => m.rnn.cells.len() == 1,
+    }
+}
+
+pub(crate) fn forward_backward(
+    model: &Model,
+    x: &Tensor<2, Int>,
+    y: &Tensor<2, Int>,
+    state: Tensor<3>,
+    scales: Option<&[f64]>,
+) -> Result<Fused, ModelError> {
+    if !fused_supported(model) {
+        return Err(ModelError::Config(
+            "train.engine = \"fused\" covers one-layer, one-direction models; use \"autodiff\" for stacked or bidirectional ones".into(),
+        ));
+    }
+    let dtype = model.named_params()[0].1.data().dtype();
+    match dtype {
+        DType::F64 => run::<f64>(model, x, y, state, scales),
+        _ => run::<f32>(model, x, y, state, scales),
+    }
+}
+
+fn host<T: Real + Element>(data: TensorData) -> Vec<T> {
+    data.convert::<T>()
+        .try_into_vec::<T>()
+        .expect("converted to the element type")
+}
+
+fn tokens(t: &Tensor<2, Int>, vocab_size: usize, what: &str) -> Result<Vec<usize>, ModelError> {
+    t.to_data()
+        .iter::<i64>()
+        .map(|id| {
+            usize::try_from(id)
+                .ok()
+                .filter(|&id| id < vocab_size)
+                .ok_or_else(|| {
+                    ModelError::Config(format!(
+                        "token id {id} in {what} is outside the vocabulary 0..{vocab_size}"
+                    ))
+                })
+        })
+        .collect()
+}
+
+fn transposed<T: Copy>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
+    (0..cols)
+        .flat_map(|c| (0..rows).map(move |r| m[r * cols + c]))
+        .collect()
+}
+
+fn run<T: Real + Element>(
+    model: &Model,
+    x: &Tensor<2, Int>,
+    y: &Tensor<2, Int>,
+    state: Tensor<3>,
+    scales: Option<&[f64]>,
+) -> Result<Fused, ModelError> {
+    let device = x.device();
+    let [batch_size, num_steps] = x.dims();
+    let values: Vec<Vec<T>> = model
+        .named_params()
+        .iter()
+        .map(|(_, p)| host(p.data()))
+        .collect();
+    let (v, h) = match model {
+        Model::Scratch(m) => (m.W_xh.dims()[0], m.num_hiddens()),
+        Model::Concise(m) => (m.linear.weight.dims()[0], m.rnn.hidden_size()),
+    };
+    let concise_bias: Vec<T>;
+    let params = match model {
+        // W_xh, W_hh, b_h, W_hq, b_q
+        Model::Scratch(_) => RnnParams {
+            W_xh: Mat::row_major(&values[0], v, h),
+            W_hh: Mat::row_major(&values[1], h, h),
+            b_h: &values[2],
+            W_hq: Mat::row_major(&values[3], h, v),
+            b_q: &values[4],
+            relu: false,
+        },
+        // weight_ih [H, V], weight_hh, bias_ih, bias_hh, linear.weight [V, H], linear.bias
+        Model::Concise(m) => {
+            concise_bias = values[2]
+                .iter()
+                .zip(&values[3])
+                .map(|(&a, &b)| a + b)
+                .collect();
+            RnnParams {
+                W_xh: Mat::row_major(&values[0], h, v).t(),
+                W_hh: Mat::row_major(&values[1], h, h).t(),
+                b_h: &concise_bias,
+                W_hq: Mat::row_major(&values[4], v, h).t(),
+                b_q: &values[5],
+                relu: m.rnn.nonlinearity == Nonlinearity::Relu,
+            }
+        }
+    };
+    let (X, Y) = (tokens(x, v, "X")?, tokens(y, v, "Y")?);
+    let H0 = host::<T>(state.into_data());
+    let batch = Minibatch {
+        X: &X,
+        Y: &Y,
+        batch_size,
+        num_steps,
+        H0: &H0,
+        state_grad_scales: scales,
+    };
+    let out = bptt::forward_backward(params, &batch, rayon::current_num_threads());
+
+    let g = out.grads;
+    let per_param: Vec<(Vec<T>, Vec<usize>)> = match model {
+        Model::Scratch(_) => vec![
+            (g.W_xh, vec![v, h]),
+            (g.W_hh, vec![h, h]),
+            (g.b_h, vec![h]),
+            (g.W_hq, vec![h, v]),
+            (g.b_q, vec![v]),
+        ],
+        Model::Concise(_) => vec![
+            (transposed(&g.W_xh, v, h), vec![h, v]),
+            (transposed(&g.W_hh, h, h), vec![h, h]),
+            (g.b_h.clone(), vec![h]),
+            (g.b_h, vec![h]),
+            (transposed(&g.W_hq, h, v), vec![v, h]),
+            (g.b_q, vec![v]),
+        ],
+    };
+    let inner = device.clone().inner();
+    let mut grads = GradientsParams::new();
+    for ((_, param), (values, shape)) in model.named_params().iter().zip(per_param) {
+        let data = TensorData::new(values, shape);
+        match data.shape().len() {
+            1 => grads.register(param.id(), Tensor::<1>::from_data(data, &inner)),
+            _ => grads.register(param.id(), Tensor::<2>::from_data(data, &inner)),
+        }
+    }
+    let from_host = |values: Vec<T>, shape: Vec<usize>| TensorData::new(values, shape);
+    Ok(Fused {
+        grads,
+        logits: Tensor::from_data(
+            from_host(out.logits, vec![num_steps * batch_size, v]),
+            &device,
+        ),
+        token_losses: Tensor::from_data(
+            from_host(out.token_losses, vec![num_steps * batch_size]),
+            &device,
+        ),
+        state: Tensor::from_data(from_host(out.state, vec![1, batch_size, h]), &device),
+    })
+}
