@@ -76,6 +76,7 @@ pub(crate) fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
 /// One epoch of `train_epoch_ch8`: the minibatches of `epoch` (drawn from `t.seed` and
 /// the epoch number), a step on each, the state carried or reset per `t.state`.
 /// Returns `None` for the metrics when `stop` was set before the epoch finished.
+#[allow(clippy::too_many_arguments)]
 pub fn train_epoch(
     mut model: Model,
     optimizer: &mut ModuleOptimizer,
