@@ -76,7 +76,9 @@ fn parity_matches_the_shared_pytorch_fixtures_in_f32_and_f64() {
     let fixtures = shared().join("fixtures");
     for case in CASES {
         let input = fixtures.join(format!("{case}.safetensors"));
-        for (dtype, atol, rtol) in [("f32", "1e-5", "1e-4"), ("f64", "1e-10", "1e-9")] {
+        let runs = [("f32", "1e-5", "1e-4"), ("f64", "1e-10", "1e-9")]
+            .map(|run| [(run, "autodiff"), (run, "fused")]);
+        for ((dtype, atol, rtol), engine) in runs.into_iter().flatten() {
             let expected =
                 fixtures.join(format!("{case}.expected.float{}.safetensors", &dtype[1..]));
             let output = dir.join(format!("{case}.{dtype}.safetensors"));
@@ -88,6 +90,8 @@ fn parity_matches_the_shared_pytorch_fixtures_in_f32_and_f64() {
                 s(&output),
                 "--dtype",
                 dtype,
+                "--engine",
+                engine,
                 "--expected",
                 s(&expected),
                 "--atol",
@@ -96,6 +100,10 @@ fn parity_matches_the_shared_pytorch_fixtures_in_f32_and_f64() {
                 rtol,
             ]);
             assert!(out.contains("matches"), "{out}");
+            assert!(
+                out.to_lowercase().contains(&format!("{engine} engine")),
+                "{out}"
+            );
         }
     }
     // The check can fail: a different learning rate is a mismatch that names the tensor.
@@ -124,7 +132,8 @@ fn parity_holds_at_the_book_sizes() {
     let fixtures = root().join("tests/fixtures");
     for model in ["scratch", "concise"] {
         let input = fixtures.join(format!("book_{model}.safetensors"));
-        for (theta, suffix) in [("1", ""), ("0.01", ".clip")] {
+        let runs = [("1", ""), ("0.01", ".clip")].map(|run| [(run, "autodiff"), (run, "fused")]);
+        for ((theta, suffix), engine) in runs.into_iter().flatten() {
             let expected = fixtures.join(format!("book_{model}.expected{suffix}.safetensors"));
             let out = ok(&[
                 "parity",
@@ -134,6 +143,8 @@ fn parity_holds_at_the_book_sizes() {
                 s(&dir.join("out.safetensors")),
                 "--theta",
                 theta,
+                "--engine",
+                engine,
                 "--expected",
                 s(&expected),
             ]);
