@@ -190,21 +190,37 @@ fn flops_per_token(config: &TrainConfig, vocab: usize) -> f64 {
     3.0 * 2.0 * (v * h + layers * h * h + h * v)
 }
 
-/// FLOP/s of a plain `[32, H] x [H, H]` product on `device` (without autodiff).
-fn matmul_flops(h: usize, device: &Device) -> f64 {
+/// Seconds per call of `f`, after a warm-up.
+fn time_per_call(reps: usize, mut f: impl FnMut()) -> f64 {
+    (0..reps / 10).for_each(|_| f());
+    let start = Instant::now();
+    (0..reps).for_each(|_| f());
+    start.elapsed().as_secs_f64() / reps as f64
+}
+
+/// FLOP/s of plain `[32, H] x [H, H]` products on `threads` threads, two ways: Burn's
+/// matmul on `device` (its own threading), and the fused kernel's product (matrixmultiply)
+/// with one independent product per thread, the machine's throughput.
+fn matmul_flops(h: usize, threads: usize, device: &Device) -> (f64, f64) {
+    use rayon::prelude::*;
+    use rnnlm_model::bptt::{Mat, matmul};
+    let flops = 2.0 * 32.0 * (h * h) as f64;
     let device = device.clone().without_autodiff();
     let a = Tensor::<2>::ones([32, h], &device);
     let w = Tensor::<2>::ones([h, h], &device).div_scalar(h as f64);
-    let run = |reps: usize| {
-        let start = Instant::now();
-        for _ in 0..reps {
+    let burn = flops
+        / time_per_call(400, || {
             let _ = a.clone().matmul(w.clone()).into_data();
-        }
-        start.elapsed().as_secs_f64()
-    };
-    run(20);
-    let reps = 400;
-    2.0 * 32.0 * (h * h) as f64 * reps as f64 / run(reps)
+        });
+    let (a, w) = (vec![1.0f32; 32 * h], vec![1.0f32 / h as f32; h * h]);
+    let mut outs = vec![vec![0.0f32; 32 * h]; threads];
+    let kernel = threads as f64 * flops
+        / time_per_call(400, || {
+            outs.par_iter_mut().for_each(|c| {
+                matmul(c, Mat::row_major(&a, 32, h), Mat::row_major(&w, h, h), false)
+            })
+        });
+    (burn, kernel)
 }
 
 fn compare(args: &BenchArgs, overrides: &[String]) -> Result<serde_json::Value> {
@@ -254,7 +270,8 @@ fn compare(args: &BenchArgs, overrides: &[String]) -> Result<serde_json::Value> 
         results.push((name, stats, rss));
     }
     let per_token = flops_per_token(&config, corpus.vocab.len());
-    let peak = matmul_flops(config.model.num_hiddens, &device);
+    let (burn_peak, kernel_peak) = matmul_flops(config.model.num_hiddens, args.threads, &device);
+    let peak = burn_peak.max(kernel_peak);
     println!(
         "\n{} (H={}, B={}, T={}), {} epochs, {} thread(s); first epoch left out",
         args.config.display(),
@@ -267,7 +284,8 @@ fn compare(args: &BenchArgs, overrides: &[String]) -> Result<serde_json::Value> 
     println!("| side | median tokens/s | p10 | p90 | peak RSS MiB | training GFLOP/s |");
     println!("| --- | --- | --- | --- | --- | --- |");
     let mut out = json!({"config": args.config, "overrides": overrides, "epochs": args.epochs, "threads": args.threads,
-        "flops_per_token": per_token, "matmul_flops": peak});
+        "flops_per_token": per_token, "matmul_flops": peak,
+        "matmul_flops_burn": burn_peak, "matmul_flops_matrixmultiply": kernel_peak});
     for (name, s, rss) in &results {
         println!(
             "| {name} | {:.0} | {:.0} | {:.0} | {} | {:.1} |",
@@ -290,8 +308,11 @@ fn compare(args: &BenchArgs, overrides: &[String]) -> Result<serde_json::Value> 
         out["rss_ratio"] = json!(rss_ratio);
     }
     println!(
-        "machine peak: one [32,{h}]x[{h},{h}] product {:.1} GFLOP/s; rnnlm training reaches {:.0}% of it",
+        "machine peak: [32,{h}]x[{h},{h}] products on {} thread(s): {:.1} GFLOP/s (Burn matmul {:.1}, matrixmultiply {:.1}); rnnlm training reaches {:.0}% of it",
+        args.threads,
         peak / 1e9,
+        burn_peak / 1e9,
+        kernel_peak / 1e9,
         100.0 * results[0].1.median * per_token / peak,
         h = config.model.num_hiddens
     );
