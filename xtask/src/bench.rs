@@ -217,7 +217,12 @@ fn matmul_flops(h: usize, threads: usize, device: &Device) -> (f64, f64) {
     let kernel = threads as f64 * flops
         / time_per_call(400, || {
             outs.par_iter_mut().for_each(|c| {
-                matmul(c, Mat::row_major(&a, 32, h), Mat::row_major(&w, h, h), false)
+                matmul(
+                    c,
+                    Mat::row_major(&a, 32, h),
+                    Mat::row_major(&w, h, h),
+                    false,
+                )
             })
         });
     (burn, kernel)

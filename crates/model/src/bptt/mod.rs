@@ -104,12 +104,19 @@ pub fn forward_backward<T: Real>(p: RnnParams<T>, batch: &Minibatch<T>, threads:
             *e = p.W_xh.at(x, j) + p.b_h[j];
         }
     }
+    // The two per-step products read W_hh and W_hh^T; contiguous copies pack faster.
+    let (W_hh, W_hh_T) = (p.W_hh.to_row_major(), p.W_hh.t().to_row_major());
+    let p = RnnParams {
+        W_hh: Mat::row_major(&W_hh, h, h),
+        ..p
+    };
+    let W_hh_T = Mat::row_major(&W_hh_T, h, h);
     let mean = T::from_f64(1.0 / (b * steps).max(1) as f64);
     let chunks = threads.clamp(1, b.max(1));
     let bounds = |c: usize| c * b / chunks;
     let parts: Vec<Part<T>> = (0..chunks)
         .into_par_iter()
-        .map(|c| rows(&p, &table, batch, bounds(c)..bounds(c + 1), mean))
+        .map(|c| rows(&p, W_hh_T, &table, batch, bounds(c)..bounds(c + 1), mean))
         .collect();
 
     let mut out = Bptt {
@@ -143,6 +150,7 @@ struct Part<T> {
 
 fn rows<T: Real>(
     p: &RnnParams<T>,
+    W_hh_T: Mat<T>,
     table: &[T],
     batch: &Minibatch<T>,
     range: std::ops::Range<usize>,
@@ -226,7 +234,7 @@ fn rows<T: Real>(
         if s == 0.0 {
             dH_next.fill(T::ZERO);
         } else {
-            matmul(&mut dH_next, Mat::row_major(dA_t, n, h), p.W_hh.t(), false);
+            matmul(&mut dH_next, Mat::row_major(dA_t, n, h), W_hh_T, false);
             if s != 1.0 {
                 let s = T::from_f64(s);
                 dH_next.iter_mut().for_each(|d| *d = *d * s);
