@@ -57,6 +57,15 @@ impl Backend {
         }
     }
 
+    /// Where the CLI with this backend's feature is built: beside the default build
+    /// (`CARGO_TARGET_DIR` when set, else `target/`), so a CI cache keeps it too.
+    pub fn target_dir(self, feature: &str) -> std::path::PathBuf {
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+        std::env::var_os("CARGO_TARGET_DIR")
+            .map_or_else(|| root.join("target"), std::path::PathBuf::from)
+            .join(format!("backend-{feature}"))
+    }
+
     /// Whether this binary was built with the backend.
     pub fn built(self) -> bool {
         match self {
@@ -90,7 +99,7 @@ impl Backend {
                     feature,
                 ])
                 .arg("--target-dir")
-                .arg(root.join("target").join(format!("backend-{feature}")))
+                .arg(self.target_dir(feature))
                 .arg("--")
                 .args(std::env::args_os().skip(1))
                 .env("RNNLM_AUTO_BUILD", "0")

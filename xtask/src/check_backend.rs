@@ -1,5 +1,7 @@
 //! `cargo xtask check-backend ndarray|wgpu|tch|cuda`: install what the backend needs,
-//! build the CLI with it, and run the parity fixtures and a two-epoch training on it.
+//! build the CLI with it, run the parity fixtures on it, and compare it with flex: the
+//! same two training epochs (autodiff engine, so the backend's own ops do the work) give
+//! the same perplexities to 1e-4, and a flex checkpoint generates the same greedy text.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,15 +24,35 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-fn sh(cmd: &mut Command) -> Result<()> {
+/// Runs `cmd`, echoing it; returns its stdout (also echoed) or fails with its stderr.
+fn sh(cmd: &mut Command) -> Result<String> {
     eprintln!("+ {cmd:?}");
-    let status = cmd
-        .status()
+    let out = cmd
+        .stderr(std::process::Stdio::inherit())
+        .output()
         .with_context(|| format!("cannot run {cmd:?}"))?;
-    if !status.success() {
-        bail!("{cmd:?} failed ({status})");
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    print!("{stdout}");
+    if !out.status.success() {
+        bail!("{cmd:?} failed ({})", out.status);
     }
-    Ok(())
+    Ok(stdout)
+}
+
+/// The perplexity column of a run's `metrics.csv`.
+fn perplexities(run: &Path) -> Result<Vec<f64>> {
+    let path = run.join("metrics.csv");
+    let text = std::fs::read_to_string(&path)
+        .with_context(|| format!("cannot read {}", path.display()))?;
+    text.lines()
+        .skip(1)
+        .map(|line| {
+            let field = line.split(',').nth(1).unwrap_or_default();
+            field
+                .parse()
+                .with_context(|| format!("{}: bad perplexity `{field}`", path.display()))
+        })
+        .collect()
 }
 
 pub fn run(args: &CheckArgs) -> Result<()> {
@@ -52,7 +74,7 @@ pub fn run(args: &CheckArgs) -> Result<()> {
         }
         _ => {}
     }
-    let target = root().join("target").join(format!("backend-{feature}"));
+    let target = backend.target_dir(feature);
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     sh(Command::new(&cargo)
         .current_dir(root())
@@ -60,15 +82,19 @@ pub fn run(args: &CheckArgs) -> Result<()> {
         .arg("--target-dir")
         .arg(&target)
         .envs(env.clone()))?;
-    let exe = target.join("release").join("xtask");
-    let xtask = |args: &[&str]| -> Result<()> {
-        sh(Command::new(&exe)
+    let with_backend = target.join("release").join("xtask");
+    let run_on = |exe: &Path, backend: &str, args: &[String]| -> Result<String> {
+        sh(Command::new(exe)
             .current_dir(root())
             .args(args)
-            .args(["--backend", feature])
+            .args(["--backend", backend])
             .envs(env.clone())
             .env("RNNLM_AUTO_BUILD", "0"))
     };
+    let xtask = |args: &[String]| run_on(&with_backend, feature, args);
+    let flex = |args: &[String]| run_on(&std::env::current_exe()?, "flex", args);
+    let strings = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
+
     let fixtures = root().join("../shared/fixtures");
     let out = std::env::temp_dir().join(format!("rnnlm-check-{feature}"));
     std::fs::create_dir_all(&out)?;
@@ -77,58 +103,105 @@ pub fn run(args: &CheckArgs) -> Result<()> {
     } else {
         &["f32"]
     };
-    for case in [
+    let cases = [
         "scratch_small",
         "scratch_small_clip",
         "concise_small",
         "concise_small_clip",
-    ] {
+    ];
+    for case in cases {
         for dtype in dtypes {
-            let (atol, rtol) = if *dtype == "f64" {
-                ("1e-10", "1e-9")
-            } else {
-                ("1e-5", "1e-4")
-            };
-            let expected =
-                fixtures.join(format!("{case}.expected.float{}.safetensors", &dtype[1..]));
-            let input = fixtures.join(format!("{case}.safetensors"));
-            let output = out.join(format!("{case}.{dtype}.safetensors"));
-            xtask(&[
-                "parity",
-                "--input",
-                &input.to_string_lossy(),
-                "--output",
-                &output.to_string_lossy(),
-                "--expected",
-                &expected.to_string_lossy(),
-                "--dtype",
-                dtype,
-                "--atol",
-                atol,
-                "--rtol",
-                rtol,
-            ])?;
+            for engine in ["autodiff", "fused"] {
+                let (atol, rtol) = if *dtype == "f64" {
+                    ("1e-10", "1e-9")
+                } else {
+                    ("1e-5", "1e-4")
+                };
+                let expected =
+                    fixtures.join(format!("{case}.expected.float{}.safetensors", &dtype[1..]));
+                let input = fixtures.join(format!("{case}.safetensors"));
+                let output = out.join(format!("{case}.{dtype}.safetensors"));
+                xtask(&strings(&[
+                    "parity",
+                    "--input",
+                    &input.to_string_lossy(),
+                    "--output",
+                    &output.to_string_lossy(),
+                    "--expected",
+                    &expected.to_string_lossy(),
+                    "--dtype",
+                    dtype,
+                    "--engine",
+                    engine,
+                    "--atol",
+                    atol,
+                    "--rtol",
+                    rtol,
+                ]))?;
+            }
         }
     }
-    let run = out.join("run");
-    let run = run.to_string_lossy();
-    xtask(&[
+
+    let (on_backend, on_flex) = (out.join("run"), out.join("run-flex"));
+    let train = |run: &Path| {
+        let run = run.to_string_lossy();
+        strings(&[
+            "train",
+            "--config",
+            "configs/scratch_sequential.toml",
+            "--epochs",
+            "2",
+            "--set",
+            "train.engine=\"autodiff\"",
+            "--quiet",
+            "--out",
+            &run,
+            "--force",
+        ])
+    };
+    xtask(&train(&on_backend))?;
+    flex(&train(&on_flex))?;
+    let (a, b) = (perplexities(&on_backend)?, perplexities(&on_flex)?);
+    let close = a.len() == 2
+        && b.len() == 2
+        && a.iter()
+            .zip(&b)
+            .all(|(a, b)| (a - b).abs() <= 1e-4 * b.abs());
+    if !close {
+        bail!(
+            "two epochs give perplexities {a:?} on {feature} but {b:?} on flex (1e-4 apart at most)"
+        );
+    }
+    println!("two epochs: perplexities {a:?} on {feature}, {b:?} on flex");
+
+    // A checkpoint that has learned something (40 fast epochs on flex), so the greedy
+    // continuation is more than spaces.
+    let trained = out.join("run-flex-40");
+    flex(&strings(&[
         "train",
         "--config",
         "configs/scratch_sequential.toml",
         "--epochs",
-        "2",
+        "40",
+        "--quiet",
         "--out",
-        &run,
+        &trained.to_string_lossy(),
         "--force",
-    ])?;
-    xtask(&[
+    ]))?;
+    let generate = strings(&[
         "generate",
         "--checkpoint",
-        &run,
+        &trained.to_string_lossy(),
         "--prefix",
         "time traveller",
-    ])?;
-    println!("{feature}: parity fixtures, two training epochs and generation passed");
+    ]);
+    let text_here = xtask(&generate)?;
+    let text_flex = flex(&generate)?;
+    if text_here != text_flex {
+        bail!("the flex checkpoint generates {text_here:?} on {feature} but {text_flex:?} on flex");
+    }
+    println!(
+        "{feature}: parity fixtures (both engines), two epochs equal to flex's and the same greedy text from a flex checkpoint"
+    );
     Ok(())
 }
