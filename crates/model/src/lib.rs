@@ -2,7 +2,9 @@
 //! for every Burn backend (the `Device` picks it): the RNN from scratch (8.5,
 //! `scratch.rs`: `H_t = tanh(X_t W_xh + H_{t-1} W_hh + b_h)`) and an `nn.RNN`-style layer
 //! with a linear head (8.6, `rnn.rs`); global-norm gradient clipping (`clip.rs`),
-//! `predict_ch8` (`predict.rs`), and the PyTorch parity step (`parity.rs`).
+//! `predict_ch8` (`predict.rs`), the training step (`step.rs`) with two engines (Burn's
+//! autodiff, or backpropagation through time written out as in 8.7.2: `bptt/`, `fused.rs`),
+//! and the PyTorch parity step (`parity.rs`).
 
 pub mod bptt;
 mod clip;
