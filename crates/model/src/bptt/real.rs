@@ -38,21 +38,44 @@ pub trait Real:
     );
 }
 
+/// What `f32` and `f64` share: constants, conversions, `exp`, `ln`, and the product.
+macro_rules! real_common {
+    ($t:ty, $gemm:path) => {
+        const ZERO: Self = 0.0;
+        const ONE: Self = 1.0;
+        fn from_f64(v: f64) -> Self {
+            v as $t
+        }
+        fn to_f64(self) -> f64 {
+            self as f64
+        }
+        fn exp(self) -> Self {
+            <$t>::exp(self)
+        }
+        fn ln(self) -> Self {
+            <$t>::ln(self)
+        }
+        unsafe fn gemm(
+            m: usize,
+            k: usize,
+            n: usize,
+            a: (*const Self, isize, isize),
+            b: (*const Self, isize, isize),
+            beta: Self,
+            c: (*mut Self, isize, isize),
+        ) {
+            // SAFETY: the caller's contract.
+            unsafe {
+                $gemm(
+                    m, k, n, 1.0, a.0, a.1, a.2, b.0, b.1, b.2, beta, c.0, c.1, c.2,
+                )
+            }
+        }
+    };
+}
+
 impl Real for f32 {
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
-    fn from_f64(v: f64) -> Self {
-        v as f32
-    }
-    fn to_f64(self) -> f64 {
-        self as f64
-    }
-    fn exp(self) -> Self {
-        f32::exp(self)
-    }
-    fn ln(self) -> Self {
-        f32::ln(self)
-    }
+    real_common!(f32, matrixmultiply::sgemm);
     /// Eigen's rational approximation (as in its `ptanh_float`): within 7 ulp of the exact
     /// value and, unlike libm's `tanhf`, vectorised by the compiler (10x faster here).
     #[allow(clippy::excessive_precision)]
@@ -80,57 +103,12 @@ impl Real for f32 {
         // loop over a whole activation vectorised.
         if self.abs() < 0.0004 { self } else { x * p / q }
     }
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: (*const Self, isize, isize),
-        b: (*const Self, isize, isize),
-        beta: Self,
-        c: (*mut Self, isize, isize),
-    ) {
-        // SAFETY: the caller's contract.
-        unsafe {
-            matrixmultiply::sgemm(
-                m, k, n, 1.0, a.0, a.1, a.2, b.0, b.1, b.2, beta, c.0, c.1, c.2,
-            )
-        }
-    }
 }
 
 impl Real for f64 {
-    const ZERO: Self = 0.0;
-    const ONE: Self = 1.0;
-    fn from_f64(v: f64) -> Self {
-        v
-    }
-    fn to_f64(self) -> f64 {
-        self
-    }
-    fn exp(self) -> Self {
-        f64::exp(self)
-    }
-    fn ln(self) -> Self {
-        f64::ln(self)
-    }
+    real_common!(f64, matrixmultiply::dgemm);
     fn tanh(self) -> Self {
         f64::tanh(self)
-    }
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: (*const Self, isize, isize),
-        b: (*const Self, isize, isize),
-        beta: Self,
-        c: (*mut Self, isize, isize),
-    ) {
-        // SAFETY: the caller's contract.
-        unsafe {
-            matrixmultiply::dgemm(
-                m, k, n, 1.0, a.0, a.1, a.2, b.0, b.1, b.2, beta, c.0, c.1, c.2,
-            )
-        }
     }
 }
 
