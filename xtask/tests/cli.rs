@@ -266,7 +266,10 @@ fn scratch_sequential_learns_and_generates() {
         ppl[59]
     );
     // flex computes on the host, so the CLI picks the fused engine for it.
-    assert!(out.contains("tokens/sec on flex (cpu), fused engine"), "{out}");
+    assert!(
+        out.contains("tokens/sec on flex (cpu), fused engine"),
+        "{out}"
+    );
     assert!(run.join("perplexity.svg").exists() && run.join("log.txt").exists());
 
     let text = ok(&[

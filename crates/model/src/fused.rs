@@ -67,12 +67,6 @@ fn tokens(t: &Tensor<2, Int>, vocab_size: usize, what: &str) -> Result<Vec<usize
         .collect()
 }
 
-fn transposed<T: Copy>(m: &[T], rows: usize, cols: usize) -> Vec<T> {
-    (0..cols)
-        .flat_map(|c| (0..rows).map(move |r| m[r * cols + c]))
-        .collect()
-}
-
 fn run<T: Real + Element>(
     model: &Model,
     x: &Tensor<2, Int>,
@@ -132,6 +126,7 @@ fn run<T: Real + Element>(
     let out = bptt::forward_backward(params, &batch, rayon::current_num_threads());
 
     let g = out.grads;
+    let transposed = |m: &[T], rows, cols| Mat::row_major(m, rows, cols).t().to_row_major();
     let per_param: Vec<(Vec<T>, Vec<usize>)> = match model {
         Model::Scratch(_) => vec![
             (g.W_xh, vec![v, h]),
@@ -158,17 +153,11 @@ fn run<T: Real + Element>(
             _ => grads.register(param.id(), Tensor::<2>::from_data(data, &inner)),
         }
     }
-    let from_host = |values: Vec<T>, shape: Vec<usize>| TensorData::new(values, shape);
+    let rows = num_steps * batch_size;
     Ok(Fused {
         grads,
-        logits: Tensor::from_data(
-            from_host(out.logits, vec![num_steps * batch_size, v]),
-            &device,
-        ),
-        token_losses: Tensor::from_data(
-            from_host(out.token_losses, vec![num_steps * batch_size]),
-            &device,
-        ),
-        state: Tensor::from_data(from_host(out.state, vec![1, batch_size, h]), &device),
+        logits: Tensor::from_data(TensorData::new(out.logits, [rows, v]), &device),
+        token_losses: Tensor::from_data(TensorData::new(out.token_losses, [rows]), &device),
+        state: Tensor::from_data(TensorData::new(out.state, [1, batch_size, h]), &device),
     })
 }
