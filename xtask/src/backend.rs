@@ -140,6 +140,9 @@ impl DeviceArgs {
             );
         }
         let (mut device, name) = self.base_device()?;
+        if !self.backend.computes_on_host() {
+            probe(&device, &name)?;
+        }
         if self.dtype == Dtype::F64 {
             if !matches!(self.backend, Backend::Flex | Backend::Ndarray) {
                 bail!(
@@ -188,6 +191,34 @@ impl DeviceArgs {
             #[allow(unreachable_patterns)]
             other => bail!("backend {other:?} is not built into this binary"),
         })
+    }
+}
+
+/// Runs one tiny operation on `device`: a GPU backend without a usable device or driver
+/// panics deep inside its runtime, which becomes an error naming the device here.
+fn probe(device: &Device, name: &str) -> Result<()> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let result = std::panic::catch_unwind(|| {
+        burn::tensor::Tensor::<1>::ones([1], device)
+            .into_data()
+            .iter::<f64>()
+            .next()
+    });
+    std::panic::set_hook(hook);
+    match result {
+        Ok(Some(v)) if v == 1.0 => Ok(()),
+        Ok(other) => bail!("{name} computed {other:?} for 1.0: the device is not usable"),
+        Err(panic) => {
+            let why = panic
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            bail!(
+                "{name}: no usable device ({why}); check the GPU driver, or --device for another index"
+            )
+        }
     }
 }
 
