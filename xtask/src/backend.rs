@@ -207,7 +207,7 @@ fn probe(device: &Device, name: &str) -> Result<()> {
     });
     std::panic::set_hook(hook);
     match result {
-        Ok(Some(v)) if v == 1.0 => Ok(()),
+        Ok(Some(1.0)) => Ok(()),
         Ok(other) => bail!("{name} computed {other:?} for 1.0: the device is not usable"),
         Err(panic) => {
             let why = panic
