@@ -62,9 +62,23 @@ pub fn run(args: &CheckArgs) -> Result<()> {
     };
     let mut env: Vec<(String, String)> = Vec::new();
     match backend {
-        Backend::Wgpu if !args.no_install => {
-            // A software Vulkan device (llvmpipe) where there is no GPU.
-            sh(Command::new("apt-get").args(["install", "-y", "-qq", "mesa-vulkan-drivers"]))?;
+        Backend::Wgpu => {
+            let installed = Command::new("dpkg")
+                .args(["-s", "mesa-vulkan-drivers"])
+                .output()
+                .is_ok_and(|o| o.status.success());
+            if !installed && !args.no_install {
+                // A software Vulkan device (llvmpipe) where there is no GPU.
+                sh(Command::new("apt-get").args(["update", "-qq"]))?;
+                sh(Command::new("apt-get").args(["install", "-y", "-qq", "mesa-vulkan-drivers"]))?;
+            }
+            if std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+                // Mesa's Vulkan loader warns on every start without one.
+                env.push((
+                    "XDG_RUNTIME_DIR".into(),
+                    std::env::temp_dir().display().to_string(),
+                ));
+            }
         }
         Backend::Tch => {
             if !args.no_install {
