@@ -38,10 +38,10 @@ pub(crate) fn forward_backward(
             "train.engine = \"fused\" covers one-layer, one-direction models; use \"autodiff\" for stacked or bidirectional ones".into(),
         ));
     }
-    let dtype = model.named_params()[0].1.data().dtype();
-    match dtype {
-        DType::F64 => run::<f64>(model, x, y, state, scales),
-        _ => run::<f32>(model, x, y, state, scales),
+    let param_data: Vec<TensorData> = model.named_params().iter().map(|(_, p)| p.data()).collect();
+    match param_data[0].dtype() {
+        DType::F64 => run::<f64>(model, param_data, x, y, state, scales),
+        _ => run::<f32>(model, param_data, x, y, state, scales),
     }
 }
 
@@ -69,6 +69,7 @@ fn tokens(t: &Tensor<2, Int>, vocab_size: usize, what: &str) -> Result<Vec<usize
 
 fn run<T: Real + Element>(
     model: &Model,
+    param_data: Vec<TensorData>,
     x: &Tensor<2, Int>,
     y: &Tensor<2, Int>,
     state: Tensor<3>,
@@ -76,11 +77,7 @@ fn run<T: Real + Element>(
 ) -> Result<Fused, ModelError> {
     let device = x.device();
     let [batch_size, num_steps] = x.dims();
-    let values: Vec<Vec<T>> = model
-        .named_params()
-        .iter()
-        .map(|(_, p)| host(p.data()))
-        .collect();
+    let values: Vec<Vec<T>> = param_data.into_iter().map(host).collect();
     let (v, h) = match model {
         Model::Scratch(m) => (m.W_xh.dims()[0], m.num_hiddens()),
         Model::Concise(m) => (m.linear.weight.dims()[0], m.rnn.hidden_size()),
