@@ -192,7 +192,9 @@ def main():
     if m.get("kind", "scratch") == "scratch":
         net = RNNModelScratch(len(vocab), H)
     else:
-        net = RNNModel(nn.RNN(len(vocab), H), len(vocab))
+        layer = nn.RNN(len(vocab), H, num_layers=m.get("num_layers", 1),
+                       nonlinearity=m.get("nonlinearity", "tanh"))
+        net = RNNModel(layer, len(vocab))
     lr = t.get("lr", 1.0)
     if t.get("optimizer", "sgd") == "adam":
         updater = torch.optim.Adam(net.parameters(), lr=lr)

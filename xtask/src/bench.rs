@@ -180,14 +180,15 @@ impl Stats {
 }
 
 /// Multiply-add FLOPs per target token of one training step (forward + backward, ~3x forward),
-/// counting the one-hot input product as the book's dense `[V] x [V, H]` product.
+/// counting the one-hot input product as the book's dense `[V] x [V, H]` product; a layer
+/// above the first adds its `[H] x [H, H]` input and recurrent products.
 fn flops_per_token(config: &TrainConfig, vocab: usize) -> f64 {
     let (h, v) = (config.model.num_hiddens as f64, vocab as f64);
     let layers = match config.model.kind {
         ModelKind::Scratch => 1.0,
         ModelKind::Concise => config.model.num_layers as f64,
     };
-    3.0 * 2.0 * (v * h + layers * h * h + h * v)
+    3.0 * 2.0 * (v * h + h * h + (layers - 1.0) * 2.0 * h * h + h * v)
 }
 
 /// Seconds per call of `f`, after a warm-up.

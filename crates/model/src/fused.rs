@@ -7,7 +7,7 @@
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Element, Int, Tensor, TensorData};
 
-use crate::bptt::{self, Mat, Minibatch, Real, RnnParams};
+use crate::bptt::{self, Layer, Mat, Minibatch, Real, RnnParams};
 use crate::{Model, ModelError, Nonlinearity};
 
 /// A forward and backward pass done outside the autodiff graph.
@@ -18,11 +18,11 @@ pub(crate) struct Fused {
     pub state: Tensor<3>,
 }
 
-/// Whether the fused kernel covers `model`: one layer, one direction.
+/// Whether the fused kernel covers `model`: one direction (stacked layers are fine).
 pub fn fused_supported(model: &Model) -> bool {
     match model {
         Model::Scratch(_) => true,
-        Model::Concise(m) => m.rnn.cells.len() == 1,
+        Model::Concise(m) => !m.rnn.bidirectional,
     }
 }
 
@@ -35,7 +35,7 @@ pub(crate) fn forward_backward(
 ) -> Result<Fused, ModelError> {
     if !fused_supported(model) {
         return Err(ModelError::Config(
-            "train.engine = \"fused\" covers one-layer, one-direction models; use \"autodiff\" for stacked or bidirectional ones".into(),
+            "train.engine = \"fused\" covers one-direction models; use \"autodiff\" for bidirectional ones".into(),
         ));
     }
     let param_data: Vec<TensorData> = model.named_params().iter().map(|(_, p)| p.data()).collect();
@@ -82,33 +82,54 @@ fn run<T: Real + Element>(
         Model::Scratch(m) => (m.W_xh.dims()[0], m.num_hiddens()),
         Model::Concise(m) => (m.linear.weight.dims()[0], m.rnn.hidden_size()),
     };
-    let concise_bias: Vec<T>;
-    let params = match model {
-        // W_xh, W_hh, b_h, W_hq, b_q
-        Model::Scratch(_) => RnnParams {
+    let depth = match model {
+        Model::Scratch(_) => 1,
+        Model::Concise(m) => m.rnn.num_layers(),
+    };
+    // Scratch: W_xh, W_hh, b_h, W_hq, b_q. Concise: per layer weight_ih [H, in],
+    // weight_hh, bias_ih, bias_hh; then linear.weight [V, H], linear.bias.
+    let biases: Vec<Vec<T>> = match model {
+        Model::Scratch(_) => vec![values[2].clone()],
+        Model::Concise(_) => (0..depth)
+            .map(|l| {
+                values[4 * l + 2]
+                    .iter()
+                    .zip(&values[4 * l + 3])
+                    .map(|(&a, &b)| a + b)
+                    .collect()
+            })
+            .collect(),
+    };
+    let layers: Vec<Layer<T>> = match model {
+        Model::Scratch(_) => vec![Layer {
             W_xh: Mat::row_major(&values[0], v, h),
             W_hh: Mat::row_major(&values[1], h, h),
-            b_h: &values[2],
+            b_h: &biases[0],
+        }],
+        Model::Concise(_) => (0..depth)
+            .map(|l| {
+                let input = if l == 0 { v } else { h };
+                Layer {
+                    W_xh: Mat::row_major(&values[4 * l], h, input).t(),
+                    W_hh: Mat::row_major(&values[4 * l + 1], h, h).t(),
+                    b_h: &biases[l],
+                }
+            })
+            .collect(),
+    };
+    let params = match model {
+        Model::Scratch(_) => RnnParams {
+            layers: &layers,
             W_hq: Mat::row_major(&values[3], h, v),
             b_q: &values[4],
             relu: false,
         },
-        // weight_ih [H, V], weight_hh, bias_ih, bias_hh, linear.weight [V, H], linear.bias
-        Model::Concise(m) => {
-            concise_bias = values[2]
-                .iter()
-                .zip(&values[3])
-                .map(|(&a, &b)| a + b)
-                .collect();
-            RnnParams {
-                W_xh: Mat::row_major(&values[0], h, v).t(),
-                W_hh: Mat::row_major(&values[1], h, h).t(),
-                b_h: &concise_bias,
-                W_hq: Mat::row_major(&values[4], v, h).t(),
-                b_q: &values[5],
-                relu: m.rnn.nonlinearity == Nonlinearity::Relu,
-            }
-        }
+        Model::Concise(m) => RnnParams {
+            layers: &layers,
+            W_hq: Mat::row_major(&values[4 * depth], v, h).t(),
+            b_q: &values[4 * depth + 1],
+            relu: m.rnn.nonlinearity == Nonlinearity::Relu,
+        },
     };
     let (X, Y) = (tokens(x, v, "X")?, tokens(y, v, "Y")?);
     let H0 = host::<T>(state.into_data());
@@ -125,21 +146,29 @@ fn run<T: Real + Element>(
     let g = out.grads;
     let transposed = |m: &[T], rows, cols| Mat::row_major(m, rows, cols).t().to_row_major();
     let per_param: Vec<(Vec<T>, Vec<usize>)> = match model {
-        Model::Scratch(_) => vec![
-            (g.W_xh, vec![v, h]),
-            (g.W_hh, vec![h, h]),
-            (g.b_h, vec![h]),
-            (g.W_hq, vec![h, v]),
-            (g.b_q, vec![v]),
-        ],
-        Model::Concise(_) => vec![
-            (transposed(&g.W_xh, v, h), vec![h, v]),
-            (transposed(&g.W_hh, h, h), vec![h, h]),
-            (g.b_h.clone(), vec![h]),
-            (g.b_h, vec![h]),
-            (transposed(&g.W_hq, h, v), vec![v, h]),
-            (g.b_q, vec![v]),
-        ],
+        Model::Scratch(_) => {
+            let first = &g.layers[0];
+            vec![
+                (first.W_xh.clone(), vec![v, h]),
+                (first.W_hh.clone(), vec![h, h]),
+                (first.b_h.clone(), vec![h]),
+                (g.W_hq, vec![h, v]),
+                (g.b_q, vec![v]),
+            ]
+        }
+        Model::Concise(_) => {
+            let mut out = Vec::with_capacity(4 * depth + 2);
+            for (l, layer) in g.layers.iter().enumerate() {
+                let input = if l == 0 { v } else { h };
+                out.push((transposed(&layer.W_xh, input, h), vec![h, input]));
+                out.push((transposed(&layer.W_hh, h, h), vec![h, h]));
+                out.push((layer.b_h.clone(), vec![h]));
+                out.push((layer.b_h.clone(), vec![h]));
+            }
+            out.push((transposed(&g.W_hq, h, v), vec![v, h]));
+            out.push((g.b_q, vec![v]));
+            out
+        }
     };
     let inner = device.clone().inner();
     let mut grads = GradientsParams::new();
@@ -155,6 +184,6 @@ fn run<T: Real + Element>(
         grads,
         logits: Tensor::from_data(TensorData::new(out.logits, [rows, v]), &device),
         token_losses: Tensor::from_data(TensorData::new(out.token_losses, [rows]), &device),
-        state: Tensor::from_data(TensorData::new(out.state, [1, batch_size, h]), &device),
+        state: Tensor::from_data(TensorData::new(out.state, [depth, batch_size, h]), &device),
     })
 }

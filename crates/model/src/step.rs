@@ -42,7 +42,7 @@ pub struct StepResult {
 pub enum Engine {
     /// Burn's autodiff over the model's forward: any model, any backend.
     Autodiff,
-    /// The written-out BPTT kernel on the host (`bptt`): one-layer, one-direction models;
+    /// The written-out BPTT kernel on the host (`bptt`): one-direction models, stacked or not;
     /// several times faster on CPU backends.
     Fused,
 }

@@ -550,6 +550,10 @@ fn fused_engine_equals_autodiff_for_every_model_it_covers() {
         ModelConfig::new(ModelKind::Scratch, 6, 5),
         ModelConfig::new(ModelKind::Concise, 6, 5),
         ModelConfig::new(ModelKind::Concise, 6, 5).with_nonlinearity(Nonlinearity::Relu),
+        ModelConfig::new(ModelKind::Concise, 6, 5).with_num_layers(3),
+        ModelConfig::new(ModelKind::Concise, 6, 5)
+            .with_num_layers(2)
+            .with_nonlinearity(Nonlinearity::Relu),
     ];
     let x = tokens(
         &[5, 0, 3, 3, 1, 2, 4, 0, 1, 1, 2, 5, 0, 4, 4],
@@ -566,7 +570,7 @@ fn fused_engine_equals_autodiff_for_every_model_it_covers() {
         let (_, named) = random_model(config, 20 + i as u64, 0.9, &device);
         let fresh = || Model::from_named(config, &named, &device).unwrap();
         let h0 = Tensor::<3>::random(
-            [1, 3, 5],
+            [config.num_layers, 3, 5],
             burn::tensor::Distribution::Uniform(-0.5, 0.5),
             &device,
         );
@@ -593,8 +597,8 @@ fn fused_engine_equals_autodiff_for_every_model_it_covers() {
         );
         assert!(plain.iter().zip(&cut).any(|(a, b)| (a - b).abs() > 1e-6));
     }
-    let stacked = ModelConfig::new(ModelKind::Concise, 6, 5).with_num_layers(2);
-    let model = stacked.init(0, &device).unwrap();
+    let bidirectional = ModelConfig::new(ModelKind::Concise, 6, 5).with_bidirectional(true);
+    let model = bidirectional.init(0, &device).unwrap();
     assert!(!fused_supported(&model));
     let h0 = model.begin_state(3, &device);
     let mut optimizer = burn::optim::SgdConfig::new().init();
@@ -631,37 +635,45 @@ fn fused_engine_equals_autodiff_for_every_model_it_covers() {
 
 #[test]
 fn the_kernel_splits_batch_rows_across_threads_without_changing_results() {
-    use rnnlm_model::bptt::{Mat, Minibatch, RnnParams, forward_backward};
+    use rnnlm_model::bptt::{Layer, Mat, Minibatch, RnnParams, forward_backward};
     let (v, h, b, t) = (7, 6, 5, 4);
     let mut rng = StdRng::seed_from_u64(5);
     let mut draw = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.random_range(-0.7..0.7)).collect() };
-    let (w_xh, w_hh, b_h, w_hq, b_q, h0) = (
-        draw(v * h),
-        draw(h * h),
-        draw(h),
-        draw(h * v),
-        draw(v),
-        draw(b * h),
-    );
+    // Two stacked layers: the first looks rows of W_xh up, the second multiplies.
+    let (w_xh0, w_hh0, b_h0) = (draw(v * h), draw(h * h), draw(h));
+    let (w_xh1, w_hh1, b_h1) = (draw(h * h), draw(h * h), draw(h));
+    let (w_hq, b_q, h0) = (draw(h * v), draw(v), draw(2 * b * h));
     let ids = |shift: usize| -> Vec<usize> { (0..b * t).map(|i| (i * 3 + shift) % v).collect() };
     let (x, y) = (ids(0), ids(1));
+    let layers = [
+        Layer {
+            W_xh: Mat::row_major(&w_xh0, v, h),
+            W_hh: Mat::row_major(&w_hh0, h, h),
+            b_h: &b_h0,
+        },
+        Layer {
+            W_xh: Mat::row_major(&w_xh1, h, h),
+            W_hh: Mat::row_major(&w_hh1, h, h),
+            b_h: &b_h1,
+        },
+    ];
     let params = RnnParams {
-        W_xh: Mat::row_major(&w_xh, v, h),
-        W_hh: Mat::row_major(&w_hh, h, h),
-        b_h: &b_h,
+        layers: &layers,
         W_hq: Mat::row_major(&w_hq, h, v),
         b_q: &b_q,
         relu: false,
     };
+    let scales = [1.0, 0.0, 2.0, 1.0];
     let batch = Minibatch {
         X: &x,
         Y: &y,
         batch_size: b,
         num_steps: t,
         H0: &h0,
-        state_grad_scales: None,
+        state_grad_scales: Some(&scales),
     };
     let one = forward_backward(params, &batch, 1);
+    assert_eq!(one.state.len(), 2 * b * h);
     for threads in [2, 3, 8] {
         let many = forward_backward(params, &batch, threads);
         assert_eq!(many.logits, one.logits, "{threads} threads");
@@ -669,7 +681,9 @@ fn the_kernel_splits_batch_rows_across_threads_without_changing_results() {
         assert_eq!(many.state, one.state);
         let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-14);
         let (g, w) = (&many.grads, &one.grads);
-        assert!(close(&g.W_xh, &w.W_xh) && close(&g.W_hh, &w.W_hh) && close(&g.b_h, &w.b_h));
+        for (g, w) in g.layers.iter().zip(&w.layers) {
+            assert!(close(&g.W_xh, &w.W_xh) && close(&g.W_hh, &w.W_hh) && close(&g.b_h, &w.b_h));
+        }
         assert!(close(&g.W_hq, &w.W_hq) && close(&g.b_q, &w.b_q));
     }
 }

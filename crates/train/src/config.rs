@@ -160,7 +160,7 @@ pub struct TrainSection {
     /// Probability of continuing the backward pass at each step (randomized truncation).
     pub truncation_pi: f64,
     /// How gradients are computed: `autodiff` (Burn's, any model and backend) or `fused`
-    /// (the written-out BPTT kernel on the host; one-layer, one-direction models).
+    /// (the written-out BPTT kernel on the host; one-direction models, stacked or not).
     /// Unset: `fused` on the CPU backends (flex, ndarray) where it applies, else `autodiff`.
     pub engine: Option<Engine>,
 }
@@ -247,16 +247,14 @@ impl TrainConfig {
         self.model_config(1).validate()?;
         if t.engine == Some(Engine::Fused) && !self.fused_applies() {
             bail!(
-                "train.engine = \"fused\" covers one-layer, one-direction models (model.num_layers = {}, model.bidirectional = {}); use \"autodiff\"",
-                self.model.num_layers,
-                self.model.bidirectional
+                "train.engine = \"fused\" covers one-direction models, not model.bidirectional = true; use \"autodiff\""
             );
         }
         Ok(())
     }
 
     fn fused_applies(&self) -> bool {
-        self.model.num_layers == 1 && !self.model.bidirectional
+        !self.model.bidirectional
     }
 
     /// `train.engine`, or when unset the fastest that applies: `fused` on a backend that
@@ -346,11 +344,11 @@ mod tests {
         assert!(err("", &["train"]).contains("key=value"));
         assert!(err("", &["train.sampler=random"]).contains("reset"));
         assert!(err("", &["train.engine=jit"]).contains("engine"));
-        let stacked = [
+        let both_ways = [
             "model.kind=concise",
-            "model.num_layers=2",
+            "model.bidirectional=true",
             "train.engine=fused",
         ];
-        assert!(err("", &stacked).contains("autodiff"));
+        assert!(err("", &both_ways).contains("autodiff"));
     }
 }
