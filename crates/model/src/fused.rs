@@ -147,11 +147,15 @@ fn run<T: Real + Element>(
     let transposed = |m: &[T], rows, cols| Mat::row_major(m, rows, cols).t().to_row_major();
     let per_param: Vec<(Vec<T>, Vec<usize>)> = match model {
         Model::Scratch(_) => {
-            let first = &g.layers[0];
+            let first = g
+                .layers
+                .into_iter()
+                .next()
+                .expect("the scratch model has one layer");
             vec![
-                (first.W_xh.clone(), vec![v, h]),
-                (first.W_hh.clone(), vec![h, h]),
-                (first.b_h.clone(), vec![h]),
+                (first.W_xh, vec![v, h]),
+                (first.W_hh, vec![h, h]),
+                (first.b_h, vec![h]),
                 (g.W_hq, vec![h, v]),
                 (g.b_q, vec![v]),
             ]
