@@ -180,15 +180,19 @@ impl Stats {
 }
 
 /// Multiply-add FLOPs per target token of one training step (forward + backward, ~3x forward),
-/// counting the one-hot input product as the book's dense `[V] x [V, H]` product; a layer
-/// above the first adds its `[H] x [H, H]` input and recurrent products.
+/// counting the one-hot input product as the book's dense `[V] x [V, G*H]` product (an
+/// embedding's as `[E] x [E, G*H]`); a layer above the first adds its `[H] x [H, G*H]`
+/// input product; every layer its `[H] x [H, G*H]` recurrent one; the decoder `[H] x [H, V]`.
 fn flops_per_token(config: &TrainConfig, vocab: usize) -> f64 {
-    let (h, v) = (config.model.num_hiddens as f64, vocab as f64);
-    let layers = match config.model.kind {
-        ModelKind::Scratch => 1.0,
-        ModelKind::Concise => config.model.num_layers as f64,
+    let m = &config.model;
+    let (h, v) = (m.num_hiddens as f64, vocab as f64);
+    let gh = m.cell.gates() as f64 * h;
+    let (layers, input) = match m.kind {
+        ModelKind::Scratch => (1.0, v),
+        _ if m.embedding_dim > 0 => (m.num_layers as f64, m.embedding_dim as f64),
+        _ => (m.num_layers as f64, v),
     };
-    3.0 * 2.0 * (v * h + h * h + (layers - 1.0) * 2.0 * h * h + h * v)
+    3.0 * 2.0 * (input * gh + layers * h * gh + (layers - 1.0) * h * gh + h * v)
 }
 
 /// Seconds per call of `f`, after a warm-up.

@@ -8,7 +8,7 @@ use clap::Args;
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rnnlm_data::epoch_batches;
-use rnnlm_model::{ModelConfig, ModelKind, Nonlinearity, grad_norms_through_time};
+use rnnlm_model::{CellKind, ModelConfig, ModelKind, grad_norms_through_time};
 use rnnlm_plot::{Chart, Series};
 use rnnlm_train::{Existing, RunDir};
 
@@ -49,13 +49,13 @@ pub fn run(args: &BpttArgs) -> Result<()> {
     )?[0];
     let (x, y) = batch.to_tensors(&device);
 
-    let concise = |nonlinearity| {
+    let concise = |cell| {
         ModelConfig::new(
             ModelKind::Concise,
             model_config.vocab_size,
             model_config.num_hiddens,
         )
-        .with_nonlinearity(nonlinearity)
+        .with_cell(cell)
     };
     let models = [
         ("trained".to_string(), trained),
@@ -65,11 +65,11 @@ pub fn run(args: &BpttArgs) -> Result<()> {
         ),
         (
             "untrained concise tanh".into(),
-            concise(Nonlinearity::Tanh).init(t.seed, &device)?,
+            concise(CellKind::RnnTanh).init(t.seed, &device)?,
         ),
         (
             "untrained concise relu".into(),
-            concise(Nonlinearity::Relu).init(t.seed, &device)?,
+            concise(CellKind::RnnRelu).init(t.seed, &device)?,
         ),
     ];
     let mut series = Vec::new();

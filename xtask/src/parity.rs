@@ -4,33 +4,27 @@ use std::path::PathBuf;
 
 use anyhow::{Result, bail};
 use clap::{Args, ValueEnum};
-use rnnlm_model::parity::{compare, parity};
+use rnnlm_model::parity::{compare, fixture_spec, parity};
 use rnnlm_model::tensors::NamedTensors;
-use rnnlm_model::{Engine, ModelKind};
+use rnnlm_model::{Engine, fused_applies};
 
 use crate::backend::DeviceArgs;
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-pub enum KindArg {
-    Scratch,
-    Concise,
-}
-
 #[derive(Debug, Args)]
 pub struct ParityArgs {
-    /// Fixture with the parameters, X, Y and H0.
+    /// Fixture with the parameters, X, Y, H0 (and C0); the model comes from its metadata
+    /// (`fixtures/lm`) or its tensor names (the chapter-8 fixtures).
     #[arg(long)]
     pub input: PathBuf,
-    /// Where to write logits, loss, H, grad_norm, grad.*, clipped_grad.*, updated.*.
+    /// Where to write logits, loss, H (C), grad_norm, grad.*, clipped_grad.*, updated.*.
     #[arg(long)]
     pub output: PathBuf,
-    /// Model (detected from the tensor names when absent).
-    #[arg(long, value_enum)]
-    pub model: Option<KindArg>,
-    #[arg(long, default_value_t = 1.0)]
-    pub theta: f64,
-    #[arg(long, default_value_t = 1.0)]
-    pub lr: f64,
+    /// Global-norm clipping threshold [default: the fixture's `theta`, else 1].
+    #[arg(long)]
+    pub theta: Option<f64>,
+    /// SGD learning rate [default: the fixture's `lr`, else 1].
+    #[arg(long)]
+    pub lr: Option<f64>,
     /// Compare the output with this expected file and fail on a mismatch.
     #[arg(long)]
     pub expected: Option<PathBuf>,
@@ -39,7 +33,8 @@ pub struct ParityArgs {
     pub atol: f64,
     #[arg(long, default_value_t = 1e-4)]
     pub rtol: f64,
-    /// How gradients are computed; default: fused on flex and ndarray, autodiff elsewhere.
+    /// How gradients are computed; default: fused on flex and ndarray where it applies,
+    /// autodiff elsewhere.
     #[arg(long, value_enum)]
     pub engine: Option<EngineArg>,
     #[command(flatten)]
@@ -55,17 +50,16 @@ pub enum EngineArg {
 pub fn run(args: &ParityArgs) -> Result<()> {
     let (device, name) = args.device.device()?;
     let input = NamedTensors::read(&args.input)?;
-    let kind = args.model.map(|k| match k {
-        KindArg::Scratch => ModelKind::Scratch,
-        KindArg::Concise => ModelKind::Concise,
-    });
+    let spec = fixture_spec(&input)?;
     let engine = match args.engine {
         Some(EngineArg::Autodiff) => Engine::Autodiff,
         Some(EngineArg::Fused) => Engine::Fused,
-        None if args.device.backend.computes_on_host() => Engine::Fused,
+        None if args.device.backend.computes_on_host() && fused_applies(&spec.config) => {
+            Engine::Fused
+        }
         None => Engine::Autodiff,
     };
-    let out = parity(&input, kind, args.theta, args.lr, engine, &device)?;
+    let out = parity(&input, args.theta, args.lr, engine, &device)?;
     out.write(&args.output)?;
     let loss: f64 = out.tensors["loss"].iter::<f64>().next().unwrap_or(f64::NAN);
     println!(

@@ -4,7 +4,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use criterion::{Criterion, criterion_group, criterion_main};
-use rnnlm_model::{Engine, ModelConfig, ModelKind, train_step};
+use rnnlm_model::{Clipping, Engine, ModelConfig, ModelKind, train_step};
 
 fn batch(device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
     let tokens = |shift: i64| -> Tensor<2, Int> {
@@ -36,10 +36,10 @@ fn bench(c: &mut Criterion) {
                         y.clone(),
                         state,
                         None,
+                        None,
                         engine,
+                        Clipping::norm(1.0),
                         1.0,
-                        1.0,
-                        false,
                     )
                     .unwrap();
                     let _ = step.loss.into_scalar::<f32>();

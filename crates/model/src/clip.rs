@@ -62,3 +62,56 @@ pub fn grad_clipping<M: Module>(
     });
     (grads, Some(norm))
 }
+
+struct ClampValues<'a> {
+    grads: &'a mut GradientsParams,
+    limit: f64,
+}
+
+impl ModuleVisitor for ClampValues<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        if let Some(g) = self.grads.remove::<D>(param.id) {
+            self.grads
+                .register(param.id, g.clamp(-self.limit, self.limit));
+        }
+    }
+}
+
+/// How gradients are clipped before the update: each value into `[-value, value]`
+/// (char-rnn's `grad_clip`), then all together to global norm `norm` (the book's `theta`).
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Clipping {
+    pub norm: Option<f64>,
+    pub value: Option<f64>,
+}
+
+impl Clipping {
+    /// The book's `grad_clipping(theta)`.
+    pub fn norm(theta: f64) -> Self {
+        Self {
+            norm: Some(theta),
+            value: None,
+        }
+    }
+
+    /// Clips `grads`; returns them and their global norm before any norm clipping.
+    pub fn apply<M: Module>(
+        &self,
+        module: &M,
+        mut grads: GradientsParams,
+    ) -> (GradientsParams, Option<Tensor<1>>) {
+        if let Some(limit) = self.value {
+            module.visit(&mut ClampValues {
+                grads: &mut grads,
+                limit,
+            });
+        }
+        match self.norm {
+            Some(theta) => grad_clipping(module, grads, theta),
+            None => {
+                let norm = grad_norm(module, &grads);
+                (grads, norm)
+            }
+        }
+    }
+}

@@ -1,26 +1,37 @@
-//! One interface over both models: the trainer, generator and parity check use `Model`.
+//! One interface over the models: the trainer, generator and parity check use `Model`.
+//! `named_params` is the one place that names a parameter; loading and the host engine
+//! look parameters up by those names.
 
+use std::collections::HashMap;
 use std::path::Path;
 
 use burn::config::Config;
-use burn::module::{Module, Param, ParamId};
+use burn::module::{Module, ModuleMapper, Param, ParamId};
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use crate::rnn::{LinearHead, RnnCell, RnnLayer};
+use crate::cell::CellKind;
+use crate::dropout::Dropout;
+use crate::init::{Init, InitKind};
+use crate::rnn::{LayerSpec, RnnSpec};
 use crate::tensors::NamedTensors;
-use crate::{ModelError, Nonlinearity, RnnModel, RnnModelScratch, StepGate};
+use crate::{ModelError, RnnModel, RnnModelScratch, State, StepGate};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum ModelKind {
-    /// Book 8.5: `RNNModelScratch`.
+    /// Book 8.5: `RNNModelScratch` (`W_xh`, `W_hh`, `b_h`, `W_hq`, `b_q`).
     Scratch,
-    /// Book 8.6: `nn.RNN` + `nn.Linear`.
+    /// Book 8.6 (and 9.1/9.2 with `cell`): one-hot input, a recurrent layer, a linear head,
+    /// under the book's names (`weight_ih_l0`, ..., `linear.weight`, `linear.bias`).
     Concise,
+    /// word_language_model's `RNNModel`: embedding (or one-hot), recurrent layers, decoder
+    /// (optionally tied), under its `state_dict` names (`encoder.weight`,
+    /// `rnn.weight_ih_l0`, ..., `decoder.weight`, `decoder.bias`).
+    Lm,
 }
 
 /// What a model is; saved as `model.json` beside the weights.
@@ -33,8 +44,24 @@ pub struct ModelConfig {
     pub num_layers: usize,
     #[config(default = false)]
     pub bidirectional: bool,
-    #[config(default = "Nonlinearity::Tanh")]
-    pub nonlinearity: Nonlinearity,
+    #[config(default = "CellKind::RnnTanh")]
+    pub cell: CellKind,
+    /// 0: one-hot input; else the width of an `nn.Embedding` (`lm` only).
+    #[config(default = 0)]
+    pub embedding_dim: usize,
+    /// Dropout on the embedding output, between layers and on the last layer's output.
+    #[config(default = 0.0)]
+    pub dropout: f64,
+    /// The decoder reuses the embedding matrix (needs `embedding_dim == num_hiddens`).
+    #[config(default = false)]
+    pub tied: bool,
+    #[config(default = "InitKind::Pytorch")]
+    pub init: InitKind,
+    #[config(default = 0.1)]
+    pub init_range: f64,
+    /// An LSTM's forget-gate `bias_ih`, filled with this value (char-rnn: 1).
+    #[config(default = "None")]
+    pub forget_bias: Option<f64>,
 }
 
 impl ModelConfig {
@@ -47,11 +74,38 @@ impl ModelConfig {
             ));
         }
         if self.kind == ModelKind::Scratch
-            && (self.num_layers != 1
-                || self.bidirectional
-                || self.nonlinearity != Nonlinearity::Tanh)
+            && (self.num_layers != 1 || self.bidirectional || self.cell != CellKind::RnnTanh)
         {
-            return bad("the scratch model is one tanh layer, one direction; use model = \"concise\" for more".into());
+            return bad("the scratch model is one tanh layer, one direction; use model.kind = \"concise\" or \"lm\" for more".into());
+        }
+        if self.kind != ModelKind::Lm && (self.embedding_dim > 0 || self.tied || self.dropout > 0.0)
+        {
+            return bad(format!(
+                "model.embedding_dim, model.tied and model.dropout belong to model.kind = \"lm\" (the {:?} model takes one-hot input)",
+                self.kind
+            ).to_lowercase());
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!(
+                "model.dropout = {}: must be a probability in [0, 1)",
+                self.dropout
+            ));
+        }
+        if self.tied && (self.embedding_dim != self.num_hiddens || self.bidirectional) {
+            return bad(format!(
+                "model.tied = true needs model.embedding_dim == model.num_hiddens and one direction (embedding_dim {}, num_hiddens {}, bidirectional {})",
+                self.embedding_dim, self.num_hiddens, self.bidirectional
+            ));
+        }
+        if self.init == InitKind::Uniform && !(self.init_range.is_finite() && self.init_range > 0.0)
+        {
+            return bad(format!(
+                "model.init_range = {}: must be a positive number",
+                self.init_range
+            ));
+        }
+        if self.forget_bias.is_some() && self.cell != CellKind::Lstm {
+            return bad("model.forget_bias applies to model.cell = \"lstm\" only".into());
         }
         Ok(())
     }
@@ -67,25 +121,39 @@ impl ModelConfig {
                 rng,
                 device,
             )),
-            ModelKind::Concise => Model::Concise(RnnModel::new(
-                self.vocab_size,
-                self.num_hiddens,
-                self.num_layers,
-                self.bidirectional,
-                self.nonlinearity,
-                rng,
-                device,
-            )),
+            ModelKind::Concise | ModelKind::Lm => {
+                let spec = RnnSpec {
+                    layer: LayerSpec {
+                        kind: self.cell,
+                        input_size: self.vocab_size,
+                        hidden_size: self.num_hiddens,
+                        num_layers: self.num_layers,
+                        bidirectional: self.bidirectional,
+                        init: Init {
+                            kind: self.init,
+                            range: self.init_range,
+                        },
+                        forget_bias: self.forget_bias,
+                    },
+                    vocab_size: self.vocab_size,
+                    embedding_dim: self.embedding_dim,
+                    tied: self.tied,
+                    dropout: self.dropout,
+                    kind: self.kind,
+                };
+                Model::Rnn(RnnModel::new(&spec, rng, device))
+            }
         })
     }
 }
 
-/// Either chapter-8 model behind one interface.
+/// Any of the models behind one interface.
 #[derive(Module, Debug)]
 #[allow(clippy::large_enum_variant)] // one model per process; boxing would not pay
 pub enum Model {
     Scratch(RnnModelScratch),
-    Concise(RnnModel),
+    /// The concise or lm model (its `kind` decides its parameter names).
+    Rnn(RnnModel),
 }
 
 /// A parameter of either rank, by its book or PyTorch name.
@@ -99,6 +167,13 @@ impl NamedParam<'_> {
         match self {
             Self::Vector(p) => p.id,
             Self::Matrix(p) => p.id,
+        }
+    }
+
+    pub fn shape(&self) -> Vec<usize> {
+        match self {
+            Self::Vector(p) => p.dims().to_vec(),
+            Self::Matrix(p) => p.dims().to_vec(),
         }
     }
 
@@ -121,42 +196,109 @@ impl NamedParam<'_> {
     }
 }
 
+/// The prefixes of a concise or lm model's parameter names, `(rnn, head)`:
+/// `{rnn}weight_ih_l0`, ..., `{head}.weight`, `{head}.bias`.
+pub(crate) fn name_prefixes(kind: ModelKind) -> (&'static str, &'static str) {
+    match kind {
+        ModelKind::Lm => ("rnn.", "decoder"),
+        _ => ("", "linear"),
+    }
+}
+
+/// Replaces parameters by id with given values (loading named tensors).
+struct Replace<'a> {
+    values: HashMap<ParamId, TensorData>,
+    device: &'a Device,
+}
+
+impl ModuleMapper for Replace<'_> {
+    fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+        match self.values.remove(&param.id) {
+            Some(data) => Param::from_tensor(Tensor::from_data(data, self.device)),
+            None => param,
+        }
+    }
+}
+
 impl Model {
-    /// Logits `[num_steps * batch_size, vocab_size]` (row `t * batch_size + b`) and the new state.
-    pub fn forward(&self, x: Tensor<2, Int>, state: Tensor<3>) -> (Tensor<2>, Tensor<3>) {
-        self.forward_gated(x, state, &mut |_, h| h)
+    /// Logits `[num_steps * batch_size, vocab_size]` (row `t * batch_size + b`) and the
+    /// new state; no dropout (evaluation).
+    pub fn forward(&self, x: Tensor<2, Int>, state: State) -> (Tensor<2>, State) {
+        self.forward_with(x, state, &mut |_, s| s, None)
     }
 
-    /// `forward` with `gate(t, H_{t-1})` applied to the state entering each step: how
-    /// gradients flow back through time (truncation strategies and probes, book 8.7).
-    pub fn forward_gated(
+    /// `forward` with `gate(t, state_{t-1})` applied to the state entering each step (how
+    /// gradients flow back through time: truncation strategies and probes, book 8.7)
+    /// and `dropout` drawing training masks (`None`: none).
+    pub fn forward_with(
         &self,
         x: Tensor<2, Int>,
-        state: Tensor<3>,
+        state: State,
         gate: StepGate,
-    ) -> (Tensor<2>, Tensor<3>) {
+        dropout: Option<&mut Dropout>,
+    ) -> (Tensor<2>, State) {
         match self {
-            Self::Scratch(m) => m.forward(x, state, gate),
-            Self::Concise(m) => m.forward(x, state, gate),
+            Self::Scratch(m) => {
+                let (logits, h) = m.forward(x, state.h, &mut |t, h| {
+                    gate(t, crate::CellState { h, c: None }).h
+                });
+                (logits, State { h, c: None })
+            }
+            Self::Rnn(m) => m.forward(x, state, gate, dropout),
         }
     }
 
-    /// The zero state `[layers * directions, batch_size, num_hiddens]`.
-    pub fn begin_state(&self, batch_size: usize, device: &Device) -> Tensor<3> {
+    /// The zero state `[layers * directions, batch_size, num_hiddens]` (and `c` for an LSTM).
+    pub fn begin_state(&self, batch_size: usize, device: &Device) -> State {
         match self {
-            Self::Scratch(m) => m.begin_state(batch_size, device),
-            Self::Concise(m) => m.begin_state(batch_size, device),
+            Self::Scratch(m) => State {
+                h: m.begin_state(batch_size, device),
+                c: None,
+            },
+            Self::Rnn(m) => m.begin_state(batch_size, device),
         }
     }
 
     pub fn vocab_size(&self) -> usize {
         match self {
             Self::Scratch(m) => m.W_xh.dims()[0],
-            Self::Concise(m) => m.linear.bias.dims()[0],
+            Self::Rnn(m) => m.decoder.bias.dims()[0],
         }
     }
 
-    /// Every parameter under the book's (scratch) or PyTorch's (concise) name.
+    /// The config of this model (its initialisation settings aside).
+    pub fn config(&self) -> ModelConfig {
+        match self {
+            Self::Scratch(m) => {
+                ModelConfig::new(ModelKind::Scratch, self.vocab_size(), m.num_hiddens())
+            }
+            Self::Rnn(m) => ModelConfig::new(m.kind, self.vocab_size(), m.rnn.hidden_size())
+                .with_num_layers(m.rnn.num_layers())
+                .with_bidirectional(m.rnn.bidirectional)
+                .with_cell(m.rnn.kind)
+                .with_embedding_dim(m.encoder.as_ref().map_or(0, |e| e.dims()[1]))
+                .with_tied(m.decoder.weight.is_none())
+                .with_dropout(m.dropout),
+        }
+    }
+
+    /// The dropout probability training applies (0 for the book's models).
+    pub fn dropout(&self) -> f64 {
+        match self {
+            Self::Scratch(_) => 0.0,
+            Self::Rnn(m) => m.dropout,
+        }
+    }
+
+    /// The number of trainable values.
+    pub fn num_params(&self) -> usize {
+        self.named_params()
+            .iter()
+            .map(|(_, p)| p.shape().iter().product::<usize>())
+            .sum()
+    }
+
+    /// Every parameter under its book (scratch, concise) or PyTorch `state_dict` (lm) name.
     pub fn named_params(&self) -> Vec<(String, NamedParam<'_>)> {
         use NamedParam::{Matrix, Vector};
         match self {
@@ -167,78 +309,41 @@ impl Model {
                 ("W_hq".into(), Matrix(&m.W_hq)),
                 ("b_q".into(), Vector(&m.b_q)),
             ],
-            Self::Concise(m) => {
+            Self::Rnn(m) => {
+                let (rnn, head) = name_prefixes(m.kind);
                 let mut out = Vec::new();
+                if let Some(e) = &m.encoder {
+                    out.push(("encoder.weight".into(), Matrix(e)));
+                }
                 for (i, cell) in m.rnn.cells.iter().enumerate() {
                     let s = m.rnn.cell_suffix(i);
-                    out.push((format!("weight_ih_{s}"), Matrix(&cell.weight_ih)));
-                    out.push((format!("weight_hh_{s}"), Matrix(&cell.weight_hh)));
-                    out.push((format!("bias_ih_{s}"), Vector(&cell.bias_ih)));
-                    out.push((format!("bias_hh_{s}"), Vector(&cell.bias_hh)));
+                    out.push((format!("{rnn}weight_ih_{s}"), Matrix(&cell.weight_ih)));
+                    out.push((format!("{rnn}weight_hh_{s}"), Matrix(&cell.weight_hh)));
+                    out.push((format!("{rnn}bias_ih_{s}"), Vector(&cell.bias_ih)));
+                    out.push((format!("{rnn}bias_hh_{s}"), Vector(&cell.bias_hh)));
                 }
-                out.push(("linear.weight".into(), Matrix(&m.linear.weight)));
-                out.push(("linear.bias".into(), Vector(&m.linear.bias)));
+                if let Some(w) = &m.decoder.weight {
+                    out.push((format!("{head}.weight"), Matrix(w)));
+                }
+                out.push((format!("{head}.bias"), Vector(&m.decoder.bias)));
                 out
             }
         }
     }
 
     /// Builds the model `config` describes from named tensors (a fixture or an export),
-    /// checking every name and shape.
+    /// checking every name and shape against `named_params`.
     pub fn from_named(
         config: &ModelConfig,
         tensors: &NamedTensors,
         device: &Device,
     ) -> Result<Self, ModelError> {
-        config.validate()?;
-        let (v, h) = (config.vocab_size, config.num_hiddens);
-        let mat = |name: &str, shape: [usize; 2]| -> Result<Param<Tensor<2>>, ModelError> {
-            Ok(Param::from_tensor(Tensor::from_data(
-                tensors.get(name, &shape)?,
-                device,
-            )))
-        };
-        let vec = |name: &str, len: usize| -> Result<Param<Tensor<1>>, ModelError> {
-            Ok(Param::from_tensor(Tensor::from_data(
-                tensors.get(name, &[len])?,
-                device,
-            )))
-        };
-        Ok(match config.kind {
-            ModelKind::Scratch => Self::Scratch(RnnModelScratch {
-                W_xh: mat("W_xh", [v, h])?,
-                W_hh: mat("W_hh", [h, h])?,
-                b_h: vec("b_h", h)?,
-                W_hq: mat("W_hq", [h, v])?,
-                b_q: vec("b_q", v)?,
-            }),
-            ModelKind::Concise => {
-                let d = if config.bidirectional { 2 } else { 1 };
-                let mut cells = Vec::new();
-                for i in 0..config.num_layers * d {
-                    let reverse = if i % d == 1 { "_reverse" } else { "" };
-                    let s = format!("l{}{reverse}", i / d);
-                    let input = if i < d { v } else { d * h };
-                    cells.push(RnnCell {
-                        weight_ih: mat(&format!("weight_ih_{s}"), [h, input])?,
-                        weight_hh: mat(&format!("weight_hh_{s}"), [h, h])?,
-                        bias_ih: vec(&format!("bias_ih_{s}"), h)?,
-                        bias_hh: vec(&format!("bias_hh_{s}"), h)?,
-                    });
-                }
-                Self::Concise(RnnModel {
-                    rnn: RnnLayer {
-                        cells,
-                        bidirectional: config.bidirectional,
-                        nonlinearity: config.nonlinearity,
-                    },
-                    linear: LinearHead {
-                        weight: mat("linear.weight", [v, d * h])?,
-                        bias: vec("linear.bias", v)?,
-                    },
-                })
-            }
-        })
+        let template = config.init(0, device)?;
+        let mut values = HashMap::new();
+        for (name, p) in template.named_params() {
+            values.insert(p.id(), tensors.get(&name, &p.shape())?);
+        }
+        Ok(template.map(&mut Replace { values, device }))
     }
 
     /// Writes `model.bpk` (Burn's burnpack record) atomically into `dir`.

@@ -1,101 +1,76 @@
-//! An `nn.RNN`-style layer with PyTorch's parameterisation and a linear head (book 8.6).
+//! A recurrent language model laid out as PyTorch's: an optional embedding, an
+//! `nn.RNN` / `nn.GRU` / `nn.LSTM` of stacked (and optionally bidirectional) layers, a
+//! linear decoder, optionally tied to the embedding. With one-hot input and book names it
+//! is the book's 8.6 `RNNModel`; with an embedding it is word_language_model's `RNNModel`.
 //!
-//! Burn's own `burn::nn::Rnn` is one layer, batch-first, Xavier-initialised and names its
-//! weights differently; PyTorch parity needs `weight_ih_l0 [H, in]`, two biases,
-//! `U(-1/sqrt(H), 1/sqrt(H))` init, stacking and both directions, so the layer is written here.
+//! Burn's `burn::nn::{Rnn, Gru, Lstm}` are one layer, batch-first, Xavier-initialised,
+//! store each gate as two `Linear`s and (GRU) return no final state; PyTorch parity
+//! needs `weight_ih_l0 [G*H, in]`, two biases, stacking and both directions, so the
+//! layer is written here over the cells of `cell.rs`.
 
 use burn::module::{Module, Param};
 use burn::tensor::{Device, Int, Tensor};
 use rand::Rng;
-use serde::{Deserialize, Serialize};
 
-use crate::{StepGate, init, time_steps};
-
-/// The recurrence's activation, as `nn.RNN(nonlinearity=...)`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum Nonlinearity {
-    #[default]
-    Tanh,
-    Relu,
-}
-
-impl Nonlinearity {
-    fn apply(self, x: Tensor<2>) -> Tensor<2> {
-        match self {
-            Self::Tanh => x.tanh(),
-            Self::Relu => burn::tensor::activation::relu(x),
-        }
-    }
-}
+use crate::cell::{CellKind, CellParams};
+use crate::dropout::Dropout;
+use crate::init::Init;
+use crate::{CellState, ModelKind, State, StepGate, time_steps};
 
 /// The first layer's input at each step: token indices (one-hot) or dense vectors.
 enum FirstInput<'a> {
     Tokens(&'a [Tensor<1, Int>]),
-    Dense(&'a [Tensor<2>]),
+    Dense(Vec<Tensor<2>>),
 }
 
-/// `t -> x_t W_ih^T + b` over per-step inputs.
-fn dense_input<'a>(
-    xs: &'a [Tensor<2>],
-    w_ih_t: Tensor<2>,
-    biases: Tensor<2>,
-) -> Box<dyn Fn(usize) -> Tensor<2> + 'a> {
-    Box::new(move |t| xs[t].clone().matmul(w_ih_t.clone()) + biases.clone())
-}
-
-/// One direction of one layer: `h_t = act(x_t W_ih^T + b_ih + h_{t-1} W_hh^T + b_hh)`.
-#[derive(Module, Debug)]
-pub struct RnnCell {
-    pub weight_ih: Param<Tensor<2>>, // [hidden, input]
-    pub weight_hh: Param<Tensor<2>>, // [hidden, hidden]
-    pub bias_ih: Param<Tensor<1>>,
-    pub bias_hh: Param<Tensor<1>>,
-}
-
-impl RnnCell {
-    fn new(input: usize, hidden: usize, rng: &mut impl Rng, device: &Device) -> Self {
-        let k = 1.0 / (hidden as f64).sqrt();
-        Self {
-            weight_ih: init::uniform([hidden, input], k, rng, device),
-            weight_hh: init::uniform([hidden, hidden], k, rng, device),
-            bias_ih: init::uniform([hidden], k, rng, device),
-            bias_hh: init::uniform([hidden], k, rng, device),
-        }
-    }
-}
-
-/// `nn.RNN(input_size, hidden_size, num_layers, nonlinearity, bidirectional)`, time-major.
+/// `nn.RNN/GRU/LSTM(input_size, hidden_size, num_layers, bidirectional)`, time-major.
 /// Cell `layer * num_directions + direction` holds PyTorch's `*_l{layer}[_reverse]`.
 #[derive(Module, Debug)]
 pub struct RnnLayer {
-    pub cells: Vec<RnnCell>,
+    pub cells: Vec<CellParams>,
+    #[module(skip)]
     pub bidirectional: bool,
     #[module(skip)]
-    pub nonlinearity: Nonlinearity,
+    pub kind: CellKind,
+}
+
+/// How a layer is built: the cell, sizes and initialisation.
+#[derive(Debug, Clone)]
+pub struct LayerSpec {
+    pub kind: CellKind,
+    pub input_size: usize,
+    pub hidden_size: usize,
+    pub num_layers: usize,
+    pub bidirectional: bool,
+    pub init: Init,
+    pub forget_bias: Option<f64>,
 }
 
 impl RnnLayer {
-    pub fn new(
-        input_size: usize,
-        hidden_size: usize,
-        num_layers: usize,
-        bidirectional: bool,
-        nonlinearity: Nonlinearity,
-        rng: &mut impl Rng,
-        device: &Device,
-    ) -> Self {
-        let d = if bidirectional { 2 } else { 1 };
-        let cells = (0..num_layers * d)
+    pub fn new(spec: &LayerSpec, rng: &mut impl Rng, device: &Device) -> Self {
+        let d = if spec.bidirectional { 2 } else { 1 };
+        let cells = (0..spec.num_layers * d)
             .map(|i| {
-                let input = if i < d { input_size } else { d * hidden_size };
-                RnnCell::new(input, hidden_size, rng, device)
+                let input = if i < d {
+                    spec.input_size
+                } else {
+                    d * spec.hidden_size
+                };
+                CellParams::new(
+                    spec.kind,
+                    input,
+                    spec.hidden_size,
+                    &spec.init,
+                    spec.forget_bias,
+                    rng,
+                    device,
+                )
             })
             .collect();
         Self {
             cells,
-            bidirectional,
-            nonlinearity,
+            bidirectional: spec.bidirectional,
+            kind: spec.kind,
         }
     }
 
@@ -108,7 +83,7 @@ impl RnnLayer {
     }
 
     pub fn hidden_size(&self) -> usize {
-        self.cells[0].weight_hh.dims()[0]
+        self.cells[0].weight_hh.dims()[1]
     }
 
     /// PyTorch's name suffix for cell `i`: `l0`, `l0_reverse`, `l1`, ...
@@ -118,73 +93,67 @@ impl RnnLayer {
         format!("l{}{reverse}", i / d)
     }
 
-    /// `input [T, B, input_size]`, `state [D * num_layers, B, H]` ->
-    /// `(Y [T, B, D * H], H_n [D * num_layers, B, H])`.
-    pub fn forward(&self, input: Tensor<3>, state: Tensor<3>) -> (Tensor<3>, Tensor<3>) {
+    /// Zeros `[num_directions * num_layers, batch_size, hidden]` (and `c` for an LSTM).
+    pub fn begin_state(&self, batch_size: usize, device: &Device) -> State {
+        State::zeros(
+            self.cells.len(),
+            batch_size,
+            self.hidden_size(),
+            self.kind.has_cell_state(),
+            device,
+        )
+    }
+
+    /// `input [T, B, input_size]` -> `(Y [T, B, D * H], final state)`, as `nn.RNN` etc.
+    pub fn forward(&self, input: Tensor<3>, state: State) -> (Tensor<3>, State) {
         let [t, b, n] = input.dims();
         let steps: Vec<Tensor<2>> = (0..t)
             .map(|i| input.clone().narrow(0, i, 1).reshape([b, n]))
             .collect();
-        let (ys, h_n) = self.run(FirstInput::Dense(&steps), t, b, state, &mut |_, h| h);
+        let (ys, h_n) = self.run(FirstInput::Dense(steps), t, state, &mut |_, s| s, None);
         let width = ys[0].dims()[1];
         (Tensor::cat(ys, 0).reshape([t, b, width]), h_n)
     }
 
-    /// `forward(one_hot(tokens))` for `tokens [B, T]`, with the first layer's one-hot
-    /// product done as a row lookup in `W_ih^T`. Returns `Y` as `[T * B, D * H]`.
-    /// `gate(t, h_{t-1})` shapes the gradient flowing back through time (book 8.7).
-    pub fn forward_tokens(
-        &self,
-        tokens: Tensor<2, Int>,
-        state: Tensor<3>,
-        gate: StepGate,
-    ) -> (Tensor<2>, Tensor<3>) {
-        let [b, t] = tokens.dims();
-        let steps = time_steps(tokens);
-        let (ys, h_n) = self.run(FirstInput::Tokens(&steps), t, b, state, gate);
-        (Tensor::cat(ys, 0), h_n)
-    }
-
-    /// Runs every layer over the first layer's per-step inputs. Returns each step's
-    /// `[B, D * H]` output of the last layer and the final states.
+    /// Runs every layer over the first layer's per-step inputs, dropping out between
+    /// layers when `dropout` is given. Returns each step's `[B, D * H]` output of the
+    /// last layer and the final state.
     fn run(
         &self,
         first_input: FirstInput,
         num_steps: usize,
-        batch_size: usize,
-        state: Tensor<3>,
+        state: State,
         gate: StepGate,
-    ) -> (Vec<Tensor<2>>, Tensor<3>) {
-        let (d, h) = (self.num_directions(), self.hidden_size());
+        mut dropout: Option<&mut Dropout>,
+    ) -> (Vec<Tensor<2>>, State) {
+        let d = self.num_directions();
         let mut below: Option<Vec<Tensor<2>>> = None;
         let mut finals = Vec::with_capacity(self.cells.len());
         for layer in 0..self.num_layers() {
+            if let (Some(xs), Some(drop)) = (below.as_mut(), dropout.as_deref_mut()) {
+                for x in xs.iter_mut() {
+                    *x = drop.apply(x.clone());
+                }
+            }
             let mut directions = Vec::with_capacity(d);
             for dir in 0..d {
                 let i = layer * d + dir;
                 let cell = &self.cells[i];
                 let w_ih_t = cell.weight_ih.val().transpose();
-                let biases = (cell.bias_ih.val() + cell.bias_hh.val()).unsqueeze::<2>();
-                // x_t W_ih^T + b_ih + b_hh; for one-hot x_t a row of (W_ih^T + b_ih + b_hh).
+                let b_ih = cell.bias_ih.val().unsqueeze::<2>();
+                // gi_t = x_t W_ih^T + b_ih; for one-hot x_t a row of (W_ih^T + b_ih).
                 let input: Box<dyn Fn(usize) -> Tensor<2>> = match (&below, &first_input) {
                     (None, FirstInput::Tokens(steps)) => {
-                        let table = w_ih_t + biases;
+                        let table = w_ih_t + b_ih;
                         Box::new(move |t| table.clone().select(0, steps[t].clone()))
                     }
-                    (Some(xs), _) => dense_input(xs, w_ih_t, biases),
-                    (None, FirstInput::Dense(xs)) => dense_input(xs, w_ih_t, biases),
+                    (Some(xs), _) | (None, FirstInput::Dense(xs)) => {
+                        Box::new(move |t| xs[t].clone().matmul(w_ih_t.clone()) + b_ih.clone())
+                    }
                 };
-                let h0 = state.clone().narrow(0, i, 1).reshape([batch_size, h]);
-                let (ys, h_last) = self.recur(
-                    &input,
-                    h0,
-                    cell.weight_hh.val().transpose(),
-                    num_steps,
-                    dir == 1,
-                    gate,
-                );
+                let (ys, last) = self.recur(cell, &input, state.cell(i), num_steps, dir == 1, gate);
                 directions.push(ys);
-                finals.push(h_last.unsqueeze::<3>());
+                finals.push(last);
             }
             below = Some(if d == 1 {
                 directions.pop().expect("one direction")
@@ -197,104 +166,147 @@ impl RnnLayer {
         }
         (
             below.expect("a layer has at least one cell"),
-            Tensor::cat(finals, 0),
+            State::stack(finals),
         )
     }
 
-    /// The recurrence over `input(t) = x_t W_ih^T + b`; outputs in time order.
+    /// The recurrence of one cell over `input(t) = x_t W_ih^T + b_ih`; outputs in time order.
     fn recur(
         &self,
+        cell: &CellParams,
         input: &dyn Fn(usize) -> Tensor<2>,
-        mut h: Tensor<2>,
-        w_hh_t: Tensor<2>,
+        mut state: CellState,
         num_steps: usize,
         reverse: bool,
         gate: StepGate,
-    ) -> (Vec<Tensor<2>>, Tensor<2>) {
+    ) -> (Vec<Tensor<2>>, CellState) {
+        let w_hh_t = cell.weight_hh.val().transpose();
+        let b_hh = cell.bias_hh.val().unsqueeze::<2>();
         let mut outputs = vec![None; num_steps];
         for s in 0..num_steps {
             let t = if reverse { num_steps - 1 - s } else { s };
-            h = self
-                .nonlinearity
-                .apply(input(t) + gate(t, h).matmul(w_hh_t.clone()));
-            outputs[t] = Some(h.clone());
+            state = self.kind.step(input(t), gate(t, state), &w_hh_t, &b_hh);
+            outputs[t] = Some(state.h.clone());
         }
         let outputs = outputs
             .into_iter()
             .map(|o| o.expect("every step ran"))
             .collect();
-        (outputs, h)
+        (outputs, state)
     }
 }
 
-/// `nn.Linear(in, out)` in PyTorch's layout: `y = x W^T + b`.
+/// `nn.Linear(in, out)` in PyTorch's layout, `y = x W^T + b`; without a weight of its
+/// own when tied to the embedding.
 #[derive(Module, Debug)]
 pub struct LinearHead {
-    pub weight: Param<Tensor<2>>, // [out, in]
-    pub bias: Param<Tensor<1>>,   // [out]
+    pub weight: Option<Param<Tensor<2>>>, // [out, in]
+    pub bias: Param<Tensor<1>>,           // [out]
 }
 
-impl LinearHead {
-    fn new(input: usize, output: usize, rng: &mut impl Rng, device: &Device) -> Self {
-        let k = 1.0 / (input as f64).sqrt();
-        Self {
-            weight: init::uniform([output, input], k, rng, device),
-            bias: init::uniform([output], k, rng, device),
-        }
-    }
-
-    pub fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        x.matmul(self.weight.val().transpose()) + self.bias.val().unsqueeze::<2>()
-    }
+/// What an `RnnModel` is made of.
+pub struct RnnSpec {
+    pub layer: LayerSpec,
+    pub vocab_size: usize,
+    /// 0: one-hot input (the book, char-rnn); else an `nn.Embedding(V, E)`.
+    pub embedding_dim: usize,
+    pub tied: bool,
+    pub dropout: f64,
+    /// `concise` or `lm`: which names the parameters go by.
+    pub kind: ModelKind,
 }
 
-/// `RNNModel` (book 8.6): the recurrent layer plus a linear head over its outputs.
+/// The language model: `encoder -> rnn -> decoder`, dropout as word_language_model
+/// applies it (embedding output, between layers, last layer's output; training only).
 #[derive(Module, Debug)]
 pub struct RnnModel {
+    pub encoder: Option<Param<Tensor<2>>>, // [V, E]
     pub rnn: RnnLayer,
-    pub linear: LinearHead,
+    pub decoder: LinearHead,
+    #[module(skip)]
+    pub dropout: f64,
+    #[module(skip)]
+    pub kind: ModelKind,
 }
 
 impl RnnModel {
-    #[allow(clippy::too_many_arguments)]
-    pub fn new(
-        vocab_size: usize,
-        num_hiddens: usize,
-        num_layers: usize,
-        bidirectional: bool,
-        nonlinearity: Nonlinearity,
-        rng: &mut impl Rng,
-        device: &Device,
-    ) -> Self {
+    /// Draws the parameters in PyTorch's module order: encoder, rnn, decoder.
+    pub fn new(spec: &RnnSpec, rng: &mut impl Rng, device: &Device) -> Self {
+        let (v, e) = (spec.vocab_size, spec.embedding_dim);
+        let init = spec.layer.init;
+        let encoder = (e > 0).then(|| init.embedding([v, e], rng, device));
+        let input_size = if e > 0 { e } else { v };
         let rnn = RnnLayer::new(
-            vocab_size,
-            num_hiddens,
-            num_layers,
-            bidirectional,
-            nonlinearity,
+            &LayerSpec {
+                input_size,
+                ..spec.layer.clone()
+            },
             rng,
             device,
         );
-        let linear = LinearHead::new(num_hiddens * rnn.num_directions(), vocab_size, rng, device);
-        Self { rnn, linear }
+        let width = spec.layer.hidden_size * rnn.num_directions();
+        let bound = 1.0 / (width as f64).sqrt();
+        let weight = (!spec.tied).then(|| init.weight([v, width], bound, rng, device));
+        let decoder = LinearHead {
+            weight,
+            bias: init.bias([v], bound, rng, device),
+        };
+        Self {
+            encoder,
+            rnn,
+            decoder,
+            dropout: spec.dropout,
+            kind: spec.kind,
+        }
     }
 
-    /// Zeros `[num_directions * num_layers, batch_size, num_hiddens]`.
-    pub fn begin_state(&self, batch_size: usize, device: &Device) -> Tensor<3> {
-        Tensor::zeros(
-            [self.rnn.cells.len(), batch_size, self.rnn.hidden_size()],
-            device,
-        )
+    pub fn begin_state(&self, batch_size: usize, device: &Device) -> State {
+        self.rnn.begin_state(batch_size, device)
+    }
+
+    /// The decoder's weight `[V, D * H]`: its own, or the embedding when tied.
+    pub fn decoder_weight(&self) -> Tensor<2> {
+        match (&self.decoder.weight, &self.encoder) {
+            (Some(w), _) | (None, Some(w)) => w.val(),
+            (None, None) => unreachable!("a tied decoder has an encoder (checked at build)"),
+        }
     }
 
     /// `inputs [B, T]` token indices -> logits `[T * B, V]` (row `t * B + b`) and the state.
+    /// `dropout` (training) draws the masks; `None` evaluates.
     pub fn forward(
         &self,
         inputs: Tensor<2, Int>,
-        state: Tensor<3>,
+        state: State,
         gate: StepGate,
-    ) -> (Tensor<2>, Tensor<3>) {
-        let (y, state) = self.rnn.forward_tokens(inputs, state, gate);
-        (self.linear.forward(y), state)
+        mut dropout: Option<&mut Dropout>,
+    ) -> (Tensor<2>, State) {
+        let num_steps = inputs.dims()[1];
+        let steps = time_steps(inputs);
+        let first = match &self.encoder {
+            None => FirstInput::Tokens(&steps),
+            Some(table) => FirstInput::Dense(
+                steps
+                    .iter()
+                    .map(|x_t| {
+                        let e = table.val().select(0, x_t.clone());
+                        match dropout.as_deref_mut() {
+                            Some(drop) => drop.apply(e),
+                            None => e,
+                        }
+                    })
+                    .collect(),
+            ),
+        };
+        let (ys, state) = self
+            .rnn
+            .run(first, num_steps, state, gate, dropout.as_deref_mut());
+        let mut y = Tensor::cat(ys, 0);
+        if let Some(drop) = dropout {
+            y = drop.apply(y);
+        }
+        let logits =
+            y.matmul(self.decoder_weight().transpose()) + self.decoder.bias.val().unsqueeze::<2>();
+        (logits, state)
     }
 }

@@ -6,7 +6,7 @@ use burn::module::{Module, Param};
 use burn::tensor::{Device, Int, Tensor};
 use rand::Rng;
 
-use crate::{StepGate, init, time_steps};
+use crate::{init, time_steps};
 
 /// `RNNModelScratch`: one hidden layer, one-hot inputs, a linear output.
 #[derive(Module, Debug)]
@@ -54,7 +54,7 @@ impl RnnModelScratch {
         &self,
         X: Tensor<2, Int>,
         state: Tensor<3>,
-        gate: StepGate,
+        gate: &mut dyn FnMut(usize, Tensor<2>) -> Tensor<2>,
     ) -> (Tensor<2>, Tensor<3>) {
         let [batch_size, num_steps] = X.dims();
         let W_xh_b = self.W_xh.val() + self.b_h.val().unsqueeze::<2>();

@@ -5,7 +5,7 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Model, ModelError, fused, grad_clipping};
+use crate::{CellState, Clipping, Dropout, Model, ModelError, State, fused};
 
 /// Cross-entropy of each row of logits `[T * B, V]` against `Y [B, T]` read as
 /// `Y.T.reshape(-1)`: a `[T * B]` tensor.
@@ -21,19 +21,25 @@ pub fn cross_entropy(logits: Tensor<2>, y: Tensor<2, Int>) -> Tensor<1> {
     token_losses(logits, y).mean()
 }
 
-/// What one update did, for logging and the parity check.
+/// A forward and backward pass: the gradients of the mean cross-entropy and what the
+/// forward computed.
+pub struct Gradients {
+    pub grads: GradientsParams,
+    pub logits: Tensor<2>,
+    /// The loss of every target token.
+    pub token_losses: Tensor<1>,
+    pub state: State,
+}
+
+/// What one update did, for logging.
 pub struct StepResult {
     pub model: Model,
     pub loss: Tensor<1>,
     /// The loss of every target token (detached), for reports that sum them on the host:
     /// a parallel device-side mean may associate differently from run to run.
     pub token_losses: Tensor<1>,
-    pub logits: Tensor<2>,
-    pub state: Tensor<3>,
+    pub state: State,
     pub grad_norm: Option<Tensor<1>>,
-    /// With `keep_grads`: every gradient by parameter name, before and after clipping.
-    pub grads: Vec<(String, TensorData)>,
-    pub clipped_grads: Vec<(String, TensorData)>,
 }
 
 /// How a training step computes its gradients.
@@ -42,71 +48,74 @@ pub struct StepResult {
 pub enum Engine {
     /// Burn's autodiff over the model's forward: any model, any backend.
     Autodiff,
-    /// The written-out BPTT kernel on the host (`bptt`): one-direction models, stacked or not;
-    /// several times faster on CPU backends.
+    /// The written-out BPTT kernel on the host (`bptt`): one-direction RNN models without
+    /// embedding or dropout, stacked or not; several times faster on CPU backends.
     Fused,
 }
 
 /// The gate of `scales` (see `randomized_truncation`): `s_t` weights the gradient entering
-/// `H_{t-1}` at step `t` while leaving its value as it is.
-pub fn scale_gate(scales: Option<&[f64]>) -> impl FnMut(usize, Tensor<2>) -> Tensor<2> + '_ {
-    move |t, h| match scales.map_or(1.0, |s| s[t]) {
-        1.0 => h,
-        0.0 => h.detach(),
-        s => h.clone().mul_scalar(s) + h.detach().mul_scalar(1.0 - s),
+/// the state at step `t` while leaving its value as it is.
+pub fn scale_gate(scales: Option<&[f64]>) -> impl FnMut(usize, CellState) -> CellState + '_ {
+    move |t, state| {
+        let s = scales.map_or(1.0, |s| s[t]);
+        state.map(|h| match s {
+            1.0 => h,
+            0.0 => h.detach(),
+            s => h.clone().mul_scalar(s) + h.detach().mul_scalar(1.0 - s),
+        })
     }
 }
 
-/// Forward, backward (with `scales` weighting the gradient through each step's incoming
-/// state, `None` for plain BPTT), `grad_clipping(theta)`, `optimizer.step(lr)`.
-/// `keep_grads` keeps a copy of the unclipped gradients (the parity check reads them).
+/// Forward and backward, with `scales` weighting the gradient through each step's incoming
+/// state (`None` for plain BPTT) and `dropout` drawing the masks (`None`: no dropout).
+pub fn gradients(
+    model: &Model,
+    x: Tensor<2, Int>,
+    y: Tensor<2, Int>,
+    state: State,
+    scales: Option<&[f64]>,
+    dropout: Option<&mut Dropout>,
+    engine: Engine,
+) -> Result<Gradients, ModelError> {
+    match engine {
+        Engine::Autodiff => {
+            let (logits, state) = model.forward_with(x, state, &mut scale_gate(scales), dropout);
+            let token_losses = token_losses(logits.clone(), y);
+            let grads = GradientsParams::from_grads(token_losses.clone().mean().backward(), model);
+            Ok(Gradients {
+                grads,
+                logits,
+                token_losses,
+                state,
+            })
+        }
+        Engine::Fused => fused::forward_backward(model, &x, &y, state, scales),
+    }
+}
+
+/// `gradients`, clipping (`clipping`), `optimizer.step(lr)`.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     model: Model,
     optimizer: &mut ModuleOptimizer,
     x: Tensor<2, Int>,
     y: Tensor<2, Int>,
-    state: Tensor<3>,
+    state: State,
     scales: Option<&[f64]>,
+    dropout: Option<&mut Dropout>,
     engine: Engine,
-    theta: f64,
+    clipping: Clipping,
     lr: f64,
-    keep_grads: bool,
 ) -> Result<StepResult, ModelError> {
-    let (grads, logits, losses, state) = match engine {
-        Engine::Autodiff => {
-            let (logits, state) = model.forward_gated(x, state, &mut scale_gate(scales));
-            let losses = token_losses(logits.clone(), y);
-            let grads = GradientsParams::from_grads(losses.clone().mean().backward(), &model);
-            (grads, logits, losses, state)
-        }
-        Engine::Fused => {
-            let f = fused::forward_backward(&model, &x, &y, state, scales)?;
-            (f.grads, f.logits, f.token_losses, f.state)
-        }
-    };
-    let read = |g: &GradientsParams| -> Vec<(String, TensorData)> {
-        if !keep_grads {
-            return Vec::new();
-        }
-        let named = model.named_params().into_iter();
-        named
-            .filter_map(|(name, p)| Some((name, p.grad(g)?)))
-            .collect()
-    };
-    let kept = read(&grads);
-    let (clipped, grad_norm) = grad_clipping(&model, grads, theta);
-    let clipped_grads = read(&clipped);
+    let g = gradients(&model, x, y, state, scales, dropout, engine)?;
+    let (clipped, grad_norm) = clipping.apply(&model, g.grads);
     let model = optimizer.step(lr, model, clipped);
     Ok(StepResult {
         model,
-        loss: losses.clone().mean().detach(),
-        token_losses: losses.detach(),
-        logits: logits.detach(),
-        state: state.detach(),
+        loss: g.token_losses.clone().mean().detach(),
+        token_losses: g.token_losses.detach(),
+        state: g.state.detach(),
         grad_norm,
-        grads: kept,
-        clipped_grads,
     })
 }
 
@@ -137,22 +146,25 @@ pub fn perplexity_of(model: &Model, tokens: &[usize], num_steps: usize, device: 
 
 /// `||dL/dH_t||` for the state entering each step `t = 0..num_steps` of one minibatch
 /// (`L` the mean cross-entropy): the gradient that reaches `H_t` from the steps after it,
-/// measured by adding a zero leaf to the state at each step (book 8.7's picture of
+/// measured by adding a zero leaf to `h` at each step (book 8.7's picture of
 /// vanishing and exploding gradients). One-layer, one-direction models.
 pub fn grad_norms_through_time(
     model: &Model,
     x: Tensor<2, Int>,
     y: Tensor<2, Int>,
-    state: Tensor<3>,
+    state: State,
 ) -> Vec<f64> {
     let device = x.device();
     let mut probes: Vec<Tensor<2>> = Vec::new();
-    let mut probe = |_: usize, h: Tensor<2>| {
-        let leaf = Tensor::<2>::zeros(h.dims(), &device).require_grad();
+    let mut probe = |_: usize, s: CellState| {
+        let leaf = Tensor::<2>::zeros(s.h.dims(), &device).require_grad();
         probes.push(leaf.clone());
-        h + leaf
+        CellState {
+            h: s.h + leaf,
+            c: s.c,
+        }
     };
-    let (logits, _) = model.forward_gated(x, state, &mut probe);
+    let (logits, _) = model.forward_with(x, state, &mut probe, None);
     let grads = cross_entropy(logits, y).backward();
     probes
         .iter()

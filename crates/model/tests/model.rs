@@ -41,7 +41,7 @@ fn shared_fixtures_match_pytorch_float64() {
             NamedTensors::read(&fixtures().join(format!("{case}.expected.float64.safetensors")))
                 .unwrap();
         for engine in [Engine::Autodiff, Engine::Fused] {
-            let out = parity::parity(&input, None, 1.0, 1.0, engine, &device).unwrap();
+            let out = parity::parity(&input, Some(1.0), Some(1.0), engine, &device).unwrap();
             assert_eq!(out.tensors["logits"].dtype(), DType::F64);
             let worst = parity::compare(&out, &expected, 1e-10, 1e-9).unwrap();
             assert!(worst.is_none(), "{case} {engine:?}: {worst:?}");
@@ -51,12 +51,93 @@ fn shared_fixtures_match_pytorch_float64() {
         let norm: f64 = expected.tensors["grad_norm"].iter::<f64>().next().unwrap();
         assert_eq!(case.ends_with("clip"), norm > 1.0, "{case}");
         // The comparison can fail: a step with lr = 2 is caught.
-        let off = parity::parity(&input, None, 1.0, 2.0, Engine::Fused, &device).unwrap();
+        let off = parity::parity(&input, Some(1.0), Some(2.0), Engine::Fused, &device).unwrap();
         let worst = parity::compare(&off, &expected, 1e-10, 1e-9)
             .unwrap()
             .unwrap();
         assert!(worst.0.starts_with("updated."), "{worst:?}");
     }
+}
+
+const LM_CASES: [&str; 5] = [
+    "lstm_small",
+    "lstm_small_tied_clip",
+    "gru_small",
+    "gru_onehot_clip",
+    "rnn_relu_small",
+];
+
+#[test]
+fn lm_fixtures_match_pytorch_float64() {
+    let device = device();
+    let lm = fixtures().join("lm");
+    for case in LM_CASES {
+        let input = NamedTensors::read(&lm.join(format!("{case}.safetensors"))).unwrap();
+        let expected =
+            NamedTensors::read(&lm.join(format!("{case}.expected.float64.safetensors"))).unwrap();
+        // theta and lr come from the fixture's metadata.
+        let out = parity::parity(&input, None, None, Engine::Autodiff, &device).unwrap();
+        let worst = parity::compare(&out, &expected, 1e-10, 1e-9).unwrap();
+        assert!(worst.is_none(), "{case}: {worst:?}");
+        let norm: f64 = expected.tensors["grad_norm"].iter::<f64>().next().unwrap();
+        let theta: f64 = input.metadata["theta"].parse().unwrap();
+        assert_eq!(case.ends_with("clip"), norm > theta, "{case}");
+        // The comparison can fail: without the fixture's clipping the clip cases differ.
+        if case.ends_with("clip") {
+            let off = parity::parity(&input, Some(1.0), None, Engine::Autodiff, &device).unwrap();
+            let worst = parity::compare(&off, &expected, 1e-10, 1e-9)
+                .unwrap()
+                .unwrap();
+            assert!(worst.0.starts_with("clipped_grad."), "{worst:?}");
+        }
+    }
+}
+
+#[test]
+fn lm_fixtures_whose_names_do_not_match_their_metadata_are_errors() {
+    let device = device();
+    let lm = fixtures().join("lm");
+    let err = |input: &NamedTensors| {
+        parity::parity(input, None, None, Engine::Autodiff, &device)
+            .unwrap_err()
+            .to_string()
+    };
+    let tied = NamedTensors::read(&lm.join("lstm_small_tied_clip.safetensors")).unwrap();
+    let mut untied = tied.clone();
+    untied.metadata.insert("tied".into(), "false".into());
+    assert!(
+        err(&untied).contains("`decoder.weight` is missing"),
+        "{}",
+        err(&untied)
+    );
+    let mut gru = tied.clone();
+    gru.metadata.insert("cell".into(), "gru".into());
+    assert!(
+        err(&gru).contains("rnn.weight_ih_l0` has shape [32, 8], expected [24, 8]"),
+        "{}",
+        err(&gru)
+    );
+    let mut one_layer = NamedTensors::read(&lm.join("lstm_small.safetensors")).unwrap();
+    one_layer.metadata.insert("L".into(), "1".into());
+    let e = err(&one_layer);
+    assert!(
+        e.contains("_l1` is not a parameter") && e.contains("1 x lstm"),
+        "{e}"
+    );
+    let mut cell = tied.clone();
+    cell.metadata.insert("cell".into(), "transformer".into());
+    assert!(
+        err(&cell).contains("expected one of rnn_tanh, rnn_relu, gru, lstm"),
+        "{}",
+        err(&cell)
+    );
+    let mut no_h = tied;
+    no_h.metadata.remove("H");
+    assert!(
+        err(&no_h).contains("metadata `H` is missing"),
+        "{}",
+        err(&no_h)
+    );
 }
 
 /// A random model of the given kind with named parameters drawn from `seed`.
@@ -82,7 +163,7 @@ fn tokens(values: &[i64], shape: [usize; 2], device: &Device) -> Tensor<2, Int> 
     Tensor::from_data(TensorData::new(values.to_vec(), shape), device)
 }
 
-fn loss_of(model: &Model, x: &Tensor<2, Int>, y: &Tensor<2, Int>, h0: &Tensor<3>) -> f64 {
+fn loss_of(model: &Model, x: &Tensor<2, Int>, y: &Tensor<2, Int>, h0: &State) -> f64 {
     let (logits, _) = model.forward(x.clone(), h0.clone());
     cross_entropy(logits, y.clone()).into_scalar::<f64>()
 }
@@ -95,19 +176,23 @@ fn gradients_equal_central_finite_differences() {
         ModelConfig::new(ModelKind::Concise, 5, 3)
             .with_num_layers(2)
             .with_bidirectional(true),
-        ModelConfig::new(ModelKind::Concise, 5, 3).with_nonlinearity(Nonlinearity::Relu),
+        ModelConfig::new(ModelKind::Concise, 5, 3).with_cell(CellKind::RnnRelu),
+        ModelConfig::new(ModelKind::Lm, 5, 3)
+            .with_cell(CellKind::Lstm)
+            .with_num_layers(2)
+            .with_embedding_dim(3)
+            .with_tied(true),
+        ModelConfig::new(ModelKind::Lm, 5, 3)
+            .with_cell(CellKind::Gru)
+            .with_bidirectional(true)
+            .with_embedding_dim(2),
+        ModelConfig::new(ModelKind::Concise, 5, 3).with_cell(CellKind::Gru),
     ];
     let x = tokens(&[0, 3, 1, 4, 2, 2], [2, 3], &device);
     let y = tokens(&[3, 1, 4, 2, 2, 0], [2, 3], &device);
     for config in configs {
         let (model, named) = random_model(&config, 7, 0.8, &device);
-        let h0 = Tensor::<3>::from_data(
-            TensorData::new(
-                vec![0.1; model.begin_state(2, &device).shape().num_elements()],
-                model.begin_state(2, &device).shape(),
-            ),
-            &device,
-        );
+        let h0 = model.begin_state(2, &device).map(|t| t.add_scalar(0.1));
         let (logits, _) = model.forward(x.clone(), h0.clone());
         let grads =
             GradientsParams::from_grads(cross_entropy(logits, y.clone()).backward(), &model);
@@ -153,9 +238,9 @@ fn reference_rnn(
     let d = if config.bidirectional { 2 } else { 1 };
     let h = config.num_hiddens;
     let get = |n: &str| -> Vec<f64> { named.tensors[n].iter::<f64>().collect() };
-    let act = |v: f64| match config.nonlinearity {
-        Nonlinearity::Tanh => v.tanh(),
-        Nonlinearity::Relu => v.max(0.0),
+    let act = |v: f64| match config.cell {
+        CellKind::RnnRelu => v.max(0.0),
+        _ => v.tanh(),
     };
     let (t_len, b_len) = (input.len(), input[0].len());
     let mut layer_in = input.to_vec();
@@ -216,17 +301,17 @@ fn stacked_bidirectional_and_relu_layers_equal_the_plain_loop_reference() {
     let device = device();
     let (t, b, v) = (4, 2, 3);
     for (layers, bidirectional, nonlinearity) in [
-        (1, false, Nonlinearity::Relu),
-        (3, false, Nonlinearity::Tanh),
-        (1, true, Nonlinearity::Tanh),
-        (2, true, Nonlinearity::Relu),
+        (1, false, CellKind::RnnRelu),
+        (3, false, CellKind::RnnTanh),
+        (1, true, CellKind::RnnTanh),
+        (2, true, CellKind::RnnRelu),
     ] {
         let config = ModelConfig::new(ModelKind::Concise, v, 3)
             .with_num_layers(layers)
             .with_bidirectional(bidirectional)
-            .with_nonlinearity(nonlinearity);
+            .with_cell(nonlinearity);
         let (model, named) = random_model(&config, 11, 0.9, &device);
-        let Model::Concise(m) = &model else {
+        let Model::Rnn(m) = &model else {
             unreachable!()
         };
         let mut rng = StdRng::seed_from_u64(3);
@@ -237,7 +322,10 @@ fn stacked_bidirectional_and_relu_layers_equal_the_plain_loop_reference() {
         let h0 = rand_vec(cells * b * 3);
         let (y, h_n) = m.rnn.forward(
             Tensor::from_data(TensorData::new(input.clone(), [t, b, v]), &device),
-            Tensor::from_data(TensorData::new(h0.clone(), [cells, b, 3]), &device),
+            State {
+                h: Tensor::from_data(TensorData::new(h0.clone(), [cells, b, 3]), &device),
+                c: None,
+            },
         );
         let width = y.dims()[2];
         assert_eq!(y.dims(), [t, b, 3 * if bidirectional { 2 } else { 1 }]);
@@ -259,7 +347,7 @@ fn stacked_bidirectional_and_relu_layers_equal_the_plain_loop_reference() {
             "{config:?} outputs"
         );
         assert!(
-            close(&to_nested(h_n.into_data(), [cells, b, 3]), &want_h),
+            close(&to_nested(h_n.h.into_data(), [cells, b, 3]), &want_h),
             "{config:?} final state"
         );
     }
@@ -270,7 +358,7 @@ fn one_relu_step_by_hand() {
     // V = 2, H = 1, one token: h = relu(w_ih[x] + b_ih + b_hh + w_hh * h0),
     // logits = [w0 h + c0, w1 h + c1].
     let device = device();
-    let config = ModelConfig::new(ModelKind::Concise, 2, 1).with_nonlinearity(Nonlinearity::Relu);
+    let config = ModelConfig::new(ModelKind::Concise, 2, 1).with_cell(CellKind::RnnRelu);
     let mut named = NamedTensors::default();
     for (name, values, shape) in [
         ("weight_ih_l0", vec![0.5, -2.0], vec![1, 2]),
@@ -283,13 +371,16 @@ fn one_relu_step_by_hand() {
         named.insert(name, TensorData::new(values, shape));
     }
     let model = Model::from_named(&config, &named, &device).unwrap();
-    let h0 = Tensor::<3>::from_data(TensorData::new(vec![0.5], [1, 1, 1]), &device);
+    let h0 = State {
+        h: Tensor::from_data(TensorData::new(vec![0.5], [1, 1, 1]), &device),
+        c: None,
+    };
     // token 1: z = -2 + 0.25 - 0.5 + 1.5 = -0.75 -> relu 0; token 0: z = 0.5 - 0.25 + 1.5 = 1.75.
     for (token, h) in [(1, 0.0), (0, 1.75)] {
         let (logits, state) = model.forward(tokens(&[token], [1, 1], &device), h0.clone());
         let got: Vec<f64> = logits.into_data().iter::<f64>().collect();
         assert_eq!(got, [2.0 * h, 1.0 - h]);
-        assert_eq!(state.into_scalar::<f64>(), h);
+        assert_eq!(state.h.into_scalar::<f64>(), h);
     }
     // Loss for target 0 at h = 1.75: logits [3.5, -0.75], -log softmax[0] = ln(1 + e^-4.25).
     let loss = loss_of(
@@ -340,14 +431,17 @@ fn concise_equals_scratch_under_the_parameter_map() {
     .unwrap();
 
     let x = tokens(&[5, 0, 3, 3, 1, 2, 4, 0], [2, 4], &device);
-    let h0 = Tensor::<3>::from_data(
-        TensorData::new(vec![0.3, -0.2, 0.1, 0.0, -0.4, 0.2, 0.5, 0.1], [1, 2, 4]),
-        &device,
-    );
+    let h0 = State {
+        h: Tensor::from_data(
+            TensorData::new(vec![0.3, -0.2, 0.1, 0.0, -0.4, 0.2, 0.5, 0.1], [1, 2, 4]),
+            &device,
+        ),
+        c: None,
+    };
     let (a, ha) = concise.forward(x.clone(), h0.clone());
     let (b, hb) = scratch.forward(x, h0);
     let diff =
-        (a - b).abs().max().into_scalar::<f64>() + (ha - hb).abs().max().into_scalar::<f64>();
+        (a - b).abs().max().into_scalar::<f64>() + (ha.h - hb.h).abs().max().into_scalar::<f64>();
     assert!(diff < 1e-12, "max difference {diff}");
 }
 
@@ -356,12 +450,12 @@ fn bad_fixtures_are_clear_errors() {
     let device = device();
     let mut input = NamedTensors::read(&fixtures().join("scratch_small.safetensors")).unwrap();
     input.tensors.remove("W_hh");
-    let err = parity::parity(&input, None, 1.0, 1.0, Engine::Autodiff, &device)
+    let err = parity::parity(&input, Some(1.0), Some(1.0), Engine::Autodiff, &device)
         .unwrap_err()
         .to_string();
     assert!(err.contains("`W_hh` is missing"), "{err}");
     input.insert("W_hh", TensorData::new(vec![0.0f32; 6], [2, 3]));
-    let err = parity::parity(&input, None, 1.0, 1.0, Engine::Autodiff, &device)
+    let err = parity::parity(&input, Some(1.0), Some(1.0), Engine::Autodiff, &device)
         .unwrap_err()
         .to_string();
     assert!(
@@ -369,7 +463,7 @@ fn bad_fixtures_are_clear_errors() {
         "{err}"
     );
     input.tensors.clear();
-    let err = parity::parity(&input, None, 1.0, 1.0, Engine::Autodiff, &device)
+    let err = parity::parity(&input, Some(1.0), Some(1.0), Engine::Autodiff, &device)
         .unwrap_err()
         .to_string();
     assert!(
@@ -416,10 +510,10 @@ fn grads_with(
     model: &Model,
     x: &Tensor<2, Int>,
     y: &Tensor<2, Int>,
-    h0: &Tensor<3>,
+    h0: &State,
     gate: StepGate,
 ) -> Vec<f64> {
-    let (logits, _) = model.forward_gated(x.clone(), h0.clone(), gate);
+    let (logits, _) = model.forward_with(x.clone(), h0.clone(), gate, None);
     let grads = GradientsParams::from_grads(cross_entropy(logits, y.clone()).backward(), model);
     model
         .named_params()
@@ -468,7 +562,9 @@ fn randomized_truncation_is_exact_at_pi_1_and_unbiased_on_average() {
         norm(&diff) / norm(&full)
     );
     // Truncating every step (regular detach) is biased: the same check fails for it.
-    let cut = grads_with(&model, &x, &y, &h0, &mut |_, h: Tensor<2>| h.detach());
+    let cut = grads_with(&model, &x, &y, &h0, &mut |_, s: CellState| {
+        s.map(Tensor::detach)
+    });
     let diff: Vec<f64> = cut.iter().zip(&full).map(|(a, b)| a - b).collect();
     assert!(norm(&diff) > 0.03 * norm(&full));
 }
@@ -487,15 +583,17 @@ fn gradient_norms_through_time_equal_finite_differences() {
         let mut squares = 0.0;
         for j in 0..3 {
             let at = |delta: f64| {
-                let mut nudge = |step: usize, h: Tensor<2>| {
+                let mut nudge = |step: usize, s: CellState| {
                     if step != t {
-                        return h;
+                        return s;
                     }
                     let mut v = vec![0.0; 3];
                     v[j] = delta;
-                    h + Tensor::<2>::from_data(TensorData::new(v, [1, 3]), &device)
+                    s.map(|h| {
+                        h + Tensor::<2>::from_data(TensorData::new(v.clone(), [1, 3]), &device)
+                    })
                 };
-                let (logits, _) = model.forward_gated(x.clone(), h0.clone(), &mut nudge);
+                let (logits, _) = model.forward_with(x.clone(), h0.clone(), &mut nudge, None);
                 cross_entropy(logits, y.clone()).into_scalar::<f64>()
             };
             squares += ((at(eps) - at(-eps)) / (2.0 * eps)).powi(2);
@@ -513,31 +611,35 @@ fn step_outputs(
     model: Model,
     x: &Tensor<2, Int>,
     y: &Tensor<2, Int>,
-    h0: &Tensor<3>,
+    h0: &State,
     scales: Option<&[f64]>,
     engine: Engine,
 ) -> Vec<f64> {
-    let mut optimizer = burn::optim::SgdConfig::new().init();
-    let step = train_step(
-        model,
-        &mut optimizer,
+    let g = gradients(
+        &model,
         x.clone(),
         y.clone(),
         h0.clone(),
         scales,
+        None,
         engine,
-        0.5,
-        0.3,
-        true,
     )
     .unwrap();
-    let mut out: Vec<f64> = step.logits.into_data().iter::<f64>().collect();
-    out.extend(step.token_losses.into_data().iter::<f64>());
-    out.extend(step.state.into_data().iter::<f64>());
-    for (_, g) in step.grads.iter().chain(&step.clipped_grads) {
-        out.extend(g.iter::<f64>());
-    }
-    for (_, p) in step.model.named_params() {
+    let mut out: Vec<f64> = g.logits.into_data().iter::<f64>().collect();
+    out.extend(g.token_losses.into_data().iter::<f64>());
+    out.extend(g.state.h.into_data().iter::<f64>());
+    let mut read = |grads: &GradientsParams| {
+        for (_, p) in model.named_params() {
+            out.extend(p.grad(grads).unwrap().iter::<f64>());
+        }
+    };
+    read(&g.grads);
+    let (clipped, _) = Clipping::norm(0.5).apply(&model, g.grads);
+    read(&clipped);
+    let model = burn::optim::SgdConfig::new()
+        .init()
+        .step(0.3, model, clipped);
+    for (_, p) in model.named_params() {
         out.extend(p.data().iter::<f64>());
     }
     out
@@ -549,11 +651,11 @@ fn fused_engine_equals_autodiff_for_every_model_it_covers() {
     let configs = [
         ModelConfig::new(ModelKind::Scratch, 6, 5),
         ModelConfig::new(ModelKind::Concise, 6, 5),
-        ModelConfig::new(ModelKind::Concise, 6, 5).with_nonlinearity(Nonlinearity::Relu),
+        ModelConfig::new(ModelKind::Concise, 6, 5).with_cell(CellKind::RnnRelu),
         ModelConfig::new(ModelKind::Concise, 6, 5).with_num_layers(3),
         ModelConfig::new(ModelKind::Concise, 6, 5)
             .with_num_layers(2)
-            .with_nonlinearity(Nonlinearity::Relu),
+            .with_cell(CellKind::RnnRelu),
     ];
     let x = tokens(
         &[5, 0, 3, 3, 1, 2, 4, 0, 1, 1, 2, 5, 0, 4, 4],
@@ -569,11 +671,14 @@ fn fused_engine_equals_autodiff_for_every_model_it_covers() {
     for (i, config) in configs.iter().enumerate() {
         let (_, named) = random_model(config, 20 + i as u64, 0.9, &device);
         let fresh = || Model::from_named(config, &named, &device).unwrap();
-        let h0 = Tensor::<3>::random(
-            [config.num_layers, 3, 5],
-            burn::tensor::Distribution::Uniform(-0.5, 0.5),
-            &device,
-        );
+        let h0 = State {
+            h: Tensor::<3>::random(
+                [config.num_layers, 3, 5],
+                burn::tensor::Distribution::Uniform(-0.5, 0.5),
+                &device,
+            ),
+            c: None,
+        };
         for scales in [None, Some(&cut_and_reweighted[..])] {
             let a = step_outputs(fresh(), &x, &y, &h0, scales, Engine::Autodiff);
             let b = step_outputs(fresh(), &x, &y, &h0, scales, Engine::Fused);
@@ -609,10 +714,10 @@ fn fused_engine_equals_autodiff_for_every_model_it_covers() {
             y,
             h0,
             None,
+            None,
             Engine::Fused,
+            Clipping::norm(1.0),
             1.0,
-            1.0,
-            false,
         );
         step.err().unwrap().to_string()
     };

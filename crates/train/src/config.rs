@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use rnnlm_data::{Cleaning, Corpus, CorpusSource, DataDirs, Sampler, TokenKind, load_corpus};
-use rnnlm_model::{Engine, ModelKind, Nonlinearity};
+use rnnlm_model::{CellKind, Engine, InitKind, ModelKind, fused_applies};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -74,22 +74,45 @@ impl Default for DataConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ModelSection {
-    /// `scratch` (book 8.5) or `concise` (8.6: `nn.RNN` + linear head).
+    /// `scratch` (book 8.5), `concise` (8.6: one-hot input, a recurrent layer, a linear
+    /// head) or `lm` (word_language_model's `RNNModel`: embedding, layers, decoder).
     pub kind: ModelKind,
+    /// `rnn_tanh`, `rnn_relu`, `gru` or `lstm` (concise and lm).
+    pub cell: CellKind,
     pub num_hiddens: usize,
-    /// Concise model only.
     pub num_layers: usize,
     pub bidirectional: bool,
-    pub nonlinearity: Nonlinearity,
+    /// 0: one-hot input (the book, char-rnn); else the embedding width (lm).
+    pub embedding_dim: usize,
+    /// Dropout on the embedding output, between layers and before the decoder (lm).
+    pub dropout: f64,
+    /// The decoder reuses the embedding (lm; needs `embedding_dim == num_hiddens`).
+    pub tied: bool,
+    /// `book` (N(0, 0.01)), `uniform` (U(-init_range, init_range)) or `pytorch` (its
+    /// defaults). The scratch model always uses the book's.
+    pub init: InitKind,
+    pub init_range: f64,
+    /// Fill the LSTM forget gate's `bias_ih` with this value (char-rnn: 1).
+    pub forget_bias: Option<f64>,
 }
 
 impl ModelSection {
     pub fn kind_name(&self) -> String {
-        let name = match self.kind {
-            ModelKind::Scratch => "the scratch RNN",
-            ModelKind::Concise => "the concise RNN",
-        };
-        format!("{name} (num_hiddens {})", self.num_hiddens)
+        let h = self.num_hiddens;
+        match self.kind {
+            ModelKind::Scratch => format!("the scratch RNN (num_hiddens {h})"),
+            _ => format!(
+                "the {} {} model ({} x {h}{})",
+                format!("{:?}", self.kind).to_lowercase(),
+                self.cell.name(),
+                self.num_layers,
+                if self.embedding_dim > 0 {
+                    format!(", embedding {}", self.embedding_dim)
+                } else {
+                    String::new()
+                }
+            ),
+        }
     }
 }
 
@@ -97,10 +120,16 @@ impl Default for ModelSection {
     fn default() -> Self {
         Self {
             kind: ModelKind::Scratch,
+            cell: CellKind::RnnTanh,
             num_hiddens: 512,
             num_layers: 1,
             bidirectional: false,
-            nonlinearity: Nonlinearity::Tanh,
+            embedding_dim: 0,
+            dropout: 0.0,
+            tied: false,
+            init: InitKind::Pytorch,
+            init_range: 0.1,
+            forget_bias: None,
         }
     }
 }
@@ -247,14 +276,15 @@ impl TrainConfig {
         self.model_config(1).validate()?;
         if t.engine == Some(Engine::Fused) && !self.fused_applies() {
             bail!(
-                "train.engine = \"fused\" covers one-direction models, not model.bidirectional = true; use \"autodiff\""
+                "train.engine = \"fused\" covers one-direction tanh/relu models with one-hot input, no dropout and no tying (not {}); use \"autodiff\"",
+                self.model.kind_name()
             );
         }
         Ok(())
     }
 
     fn fused_applies(&self) -> bool {
-        !self.model.bidirectional
+        fused_applies(&self.model_config(1))
     }
 
     /// `train.engine`, or when unset the fastest that applies: `fused` on a backend that
@@ -274,7 +304,17 @@ impl TrainConfig {
         rnnlm_model::ModelConfig::new(m.kind, vocab_size, m.num_hiddens)
             .with_num_layers(m.num_layers)
             .with_bidirectional(m.bidirectional)
-            .with_nonlinearity(m.nonlinearity)
+            .with_cell(m.cell)
+            .with_embedding_dim(m.embedding_dim)
+            .with_dropout(m.dropout)
+            .with_tied(m.tied)
+            .with_init(if m.kind == ModelKind::Scratch {
+                InitKind::Book
+            } else {
+                m.init
+            })
+            .with_init_range(m.init_range)
+            .with_forget_bias(m.forget_bias)
     }
 
     pub fn to_toml(&self) -> String {

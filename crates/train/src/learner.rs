@@ -9,11 +9,12 @@ use std::time::Instant;
 use anyhow::{Context, Result, bail};
 use burn::optim::{AdamConfig, ModuleOptimizer, SgdConfig};
 use burn::tensor::Device;
-use rand::SeedableRng;
 use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use rnnlm_data::{Corpus, epoch_batches};
 use rnnlm_model::{
-    Decoding, Engine, Model, perplexity_of, predict_ch8, randomized_truncation, train_step,
+    Clipping, Decoding, Dropout, Engine, Model, perplexity_of, predict_ch8, randomized_truncation,
+    train_step,
 };
 
 use crate::run_dir::{EpochMetrics, Progress, RunDir};
@@ -73,6 +74,12 @@ pub(crate) fn epoch_rng(seed: u64, epoch: usize) -> StdRng {
     StdRng::seed_from_u64(seed ^ (epoch as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }
 
+/// The dropout masks of a minibatch depend only on the seed, the epoch and the minibatch.
+fn minibatch_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
+    let mut rng = epoch_rng(seed ^ 0xD50F_0D50, epoch);
+    rng.next_u64() ^ (batch as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9)
+}
+
 /// One epoch of `train_epoch_ch8`: the minibatches of `epoch` (drawn from `t.seed` and
 /// the epoch number), a step on each, the state carried or reset per `t.state`.
 /// Returns `None` for the metrics when `stop` was set before the epoch finished.
@@ -113,6 +120,7 @@ pub fn train_epoch(
         };
         let scales = (t.truncation == Truncation::Randomized)
             .then(|| randomized_truncation(t.truncation_pi, num_steps, &mut rng));
+        let mut dropout = Dropout::new(model.dropout(), minibatch_seed(t.seed, epoch, i));
         let step = train_step(
             model,
             optimizer,
@@ -120,10 +128,10 @@ pub fn train_epoch(
             y,
             state_in,
             scales.as_deref(),
+            Some(&mut dropout),
             engine,
-            t.theta,
+            Clipping::norm(t.theta),
             t.lr,
-            false,
         )?;
         model = step.model;
         state = Some(step.state);
