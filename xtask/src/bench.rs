@@ -13,7 +13,7 @@ use clap::Args;
 
 use crate::backend::{Backend, DeviceArgs, Dtype};
 use rnnlm_model::ModelKind;
-use rnnlm_train::{EpochMetrics, TrainConfig, new_optimizer, train_epoch};
+use rnnlm_train::{EpochTrain, TrainConfig, new_optimizer, train_epoch};
 use serde_json::json;
 
 #[derive(Debug, Clone, Args)]
@@ -70,7 +70,7 @@ pub fn worker(args: &WorkerArgs) -> Result<()> {
     let mut model = config
         .model_config(corpus.vocab.len())
         .init(t.seed, &device)?;
-    let mut optimizer = new_optimizer(t.optimizer);
+    let mut optimizer = new_optimizer(t);
     let never = AtomicBool::new(false);
     let stdin = std::io::stdin();
     for (epoch, line) in stdin.lock().lines().enumerate() {
@@ -78,12 +78,14 @@ pub fn worker(args: &WorkerArgs) -> Result<()> {
         let (trained, metrics) = train_epoch(
             model,
             &mut optimizer,
-            t,
-            &corpus,
+            &config,
+            t.lr,
+            &corpus.indices,
             &device,
             engine,
             epoch,
             &never,
+            None,
         )?;
         model = trained;
         println!("{}", serde_json::to_string(&metrics)?);
@@ -119,14 +121,14 @@ impl Side {
         })
     }
 
-    fn epoch(&mut self) -> Result<EpochMetrics> {
+    fn epoch(&mut self) -> Result<EpochTrain> {
         writeln!(self.stdin, "go")?;
         self.stdin.flush()?;
         let mut line = String::new();
         if self.stdout.read_line(&mut line)? == 0 {
             bail!("the {} side exited early (see its error above)", self.name);
         }
-        let m: EpochMetrics = serde_json::from_str(line.trim())
+        let m: EpochTrain = serde_json::from_str(line.trim())
             .with_context(|| format!("{} side printed {line:?}", self.name))?;
         self.speeds.push(m.tokens_per_sec);
         Ok(m)

@@ -10,6 +10,7 @@ use anyhow::{Context, Result, bail};
 use clap::Args;
 
 use crate::backend::Backend;
+use rnnlm_train::RunDir;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
@@ -39,20 +40,12 @@ fn sh(cmd: &mut Command) -> Result<String> {
     Ok(stdout)
 }
 
-/// The perplexity column of a run's `metrics.csv`.
+/// The training perplexities of a run's `metrics.csv`.
 fn perplexities(run: &Path) -> Result<Vec<f64>> {
-    let path = run.join("metrics.csv");
-    let text = std::fs::read_to_string(&path)
-        .with_context(|| format!("cannot read {}", path.display()))?;
-    text.lines()
-        .skip(1)
-        .map(|line| {
-            let field = line.split(',').nth(1).unwrap_or_default();
-            field
-                .parse()
-                .with_context(|| format!("{}: bad perplexity `{field}`", path.display()))
-        })
-        .collect()
+    let run = RunDir {
+        path: run.to_path_buf(),
+    };
+    Ok(run.read_metrics()?.iter().map(|m| m.perplexity).collect())
 }
 
 pub fn run(args: &CheckArgs) -> Result<()> {

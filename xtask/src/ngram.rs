@@ -1,10 +1,9 @@
 //! `cargo xtask ngram`: the book's Laplace-smoothed n-gram models (8.3) as a baseline,
-//! scored on the held-out tail that `data.holdout` keeps from the RNN.
+//! scored on the held-out tail that `data.test_fraction` keeps from the RNN.
 
 use anyhow::{Result, bail};
 use clap::Args;
-use rnnlm_data::{DataDirs, NgramModel, TokenKind, count_ngrams, load_corpus};
-use rnnlm_train::holdout_start;
+use rnnlm_data::{DataDirs, NgramModel, TokenKind, count_ngrams, load_corpus, tail_start};
 
 use crate::corpus::SourceArgs;
 
@@ -24,7 +23,7 @@ pub struct NgramArgs {
     /// Keep the first N tokens (0 keeps all), as data.max_tokens.
     #[arg(long, default_value_t = 10_000)]
     pub max_tokens: usize,
-    /// Fraction held out at the end of the corpus, as data.holdout.
+    /// Fraction held out at the end of the corpus, as data.test_fraction.
     #[arg(long, default_value_t = 0.1)]
     pub holdout: f64,
 }
@@ -48,7 +47,7 @@ pub fn run(args: &NgramArgs) -> Result<()> {
     }
     let dirs = DataDirs::from_env(args.source.data_dir.clone());
     let corpus = load_corpus(&args.source.source(), args.token, args.max_tokens, 0, &dirs)?;
-    let cut = holdout_start(corpus.len(), args.holdout);
+    let cut = tail_start(corpus.len(), args.holdout);
     let sep = if args.token == TokenKind::Word {
         " "
     } else {

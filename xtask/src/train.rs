@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use anyhow::{Context, Result, bail};
 use clap::Args;
 use rnnlm_model::{Decoding, predict_ch8};
-use rnnlm_train::{Existing, Output, RunDir, Session, TrainConfig};
+use rnnlm_train::{Existing, Output, RunDir, Session, TrainConfig, check_corpus};
 
 use crate::backend::DeviceArgs;
 
@@ -40,7 +40,7 @@ pub struct TrainArgs {
     /// Override data.data_dir (a mirror directory of dataset files).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
-    /// Train on your own UTF-8 text file (overrides data.corpus).
+    /// Train on your own UTF-8 text file (sets data.train).
     #[arg(long)]
     pub corpus: Option<PathBuf>,
     /// Only print predictions and the summary.
@@ -66,7 +66,7 @@ impl TrainArgs {
             o.push(format!("data.data_dir={}", toml_string(d)));
         }
         if let Some(c) = &self.corpus {
-            o.push(format!("data.corpus={}", toml_string(c)));
+            o.push(format!("data.train={}", toml_string(c)));
         }
         o
     }
@@ -127,6 +127,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
     let engine = config.engine(args.device.backend.computes_on_host());
     let device_name = format!("{device_name}, {engine:?} engine").to_lowercase();
     let corpus = config.data.load_corpus()?;
+    check_corpus(&config, &corpus)?;
     let run = RunDir::open(&dir, existing)?;
     if existing == Existing::Resume {
         let saved = run.read_vocab()?;
@@ -233,32 +234,80 @@ pub struct EvalArgs {
     /// Run directory written by `cargo xtask train`.
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Score this UTF-8 file instead of the run's corpus (cleaned as the run's data.cleaning).
+    /// `train`, `valid`, `test`, or a UTF-8 file (read with the run's data settings)
+    /// [default: test, else valid, else train].
     #[arg(long)]
-    pub corpus: Option<PathBuf>,
+    pub split: Option<String>,
+    /// Which weights: `best` (lowest validation perplexity; the default when the run has
+    /// them) or `latest` (the last checkpoint).
+    #[arg(long)]
+    pub weights: Option<String>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
 
-/// Perplexity of a checkpoint on its corpus (or another text), read left to right.
+/// Perplexity of a run's model on one of its splits or another text, scored as the run
+/// scores its validation and test splits (`train.eval_batch_size` rows, `num_steps` chunks).
 pub fn eval(args: &EvalArgs) -> Result<()> {
     let run = RunDir::open(&args.checkpoint, Existing::Resume)?;
     let (device, _) = args.device.device()?;
-    let (mut config, vocab, _, model) = run.load_trained(&device)?;
-    if let Some(corpus) = &args.corpus {
-        config.data.corpus = Some(corpus.clone());
+    let (mut config, vocab, model_config, _) = run.load_trained(&device)?;
+    let weights = match args.weights.as_deref() {
+        None => run.best_or_latest()?,
+        Some("best") => run.file("best"),
+        Some("latest") => run.latest_checkpoint()?,
+        Some(other) => bail!("--weights {other}: expected `best` or `latest`"),
+    };
+    let model = rnnlm_model::Model::load(&model_config, &weights, &device)?;
+    let split = match &args.split {
+        Some(s) => s.clone(),
+        None => {
+            let c = config.data.load_corpus()?;
+            let default = [("test", &c.test), ("valid", &c.valid)]
+                .into_iter()
+                .find(|(_, s)| !s.is_empty());
+            default.map_or("train", |(name, _)| name).to_string()
+        }
+    };
+    let tokens = match split.as_str() {
+        "train" | "valid" | "test" => {
+            let c = config.data.load_corpus()?;
+            if c.vocab != vocab {
+                bail!(
+                    "the run's data settings now give a different vocabulary from {}",
+                    run.file("vocab.json").display()
+                );
+            }
+            match split.as_str() {
+                "train" => c.indices,
+                "valid" => c.valid,
+                _ => c.test,
+            }
+        }
+        file => {
+            // The whole file, mapped through the run's vocab (unseen tokens are <unk>).
+            let d = &mut config.data;
+            (d.train, d.valid, d.test) = (Some(PathBuf::from(file)), None, None);
+            (d.max_tokens, d.valid_fraction, d.test_fraction) = (0, 0.0, 0.0);
+            let c = d.load_corpus()?;
+            c.indices
+                .iter()
+                .map(|&i| vocab.index(c.vocab.to_token(i)))
+                .collect()
+        }
+    };
+    if tokens.len() < 2 {
+        bail!(
+            "the {split} text has {} tokens; perplexity needs at least two",
+            tokens.len()
+        );
     }
-    let corpus = config.data.load_corpus()?;
-    // Map the text through the run's vocab (its own vocab may order tokens differently).
-    let tokens: Vec<usize> = corpus
-        .indices
-        .iter()
-        .map(|&i| vocab.index(corpus.vocab.to_token(i)))
-        .collect();
-    let ppl = rnnlm_model::perplexity_of(&model, &tokens, config.train.num_steps, &device);
+    let rows = config.train.eval_batch_size.min(tokens.len() / 2).max(1);
+    let ppl = rnnlm_model::perplexity_of(&model, &tokens, rows, config.train.num_steps, &device)?;
     println!(
-        "perplexity {ppl:.3} over {} tokens",
-        tokens.len().saturating_sub(1)
+        "{split} perplexity {ppl:.3} over {} tokens ({} weights, {rows} rows)",
+        tokens.len(),
+        weights.display()
     );
     Ok(())
 }

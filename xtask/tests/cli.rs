@@ -217,7 +217,7 @@ fn corpus_report_json_as_the_book_prints() {
     );
     fails(
         &["corpus", "--dataset", "war-and-peace"],
-        &["war-and-peace", "jaychou-lyrics, time-machine"],
+        &["war-and-peace", "jaychou-lyrics, ptb, time-machine, tinyshakespeare"],
     );
 }
 
@@ -240,10 +240,10 @@ fn scratch_sequential_learns_and_generates() {
     let mut lines = metrics.lines();
     assert_eq!(
         lines.next(),
-        Some("epoch,perplexity,tokens_per_sec,seconds")
+        Some("epoch,step,perplexity,valid_perplexity,lr,tokens_per_sec,seconds")
     );
     let ppl: Vec<f64> = lines
-        .map(|l| l.split(',').nth(1).unwrap().parse().unwrap())
+        .map(|l| l.split(',').nth(2).unwrap().parse().unwrap())
         .collect();
     assert_eq!(ppl.len(), 60);
     // A uniform guess over 28 characters has perplexity 28; the book's run is near 10 by epoch 60.
@@ -325,7 +325,7 @@ fn perplexities(run: &Path) -> Vec<String> {
         .unwrap()
         .lines()
         .skip(1)
-        .map(|l| l.split(',').nth(1).unwrap().to_string())
+        .map(|l| l.split(',').nth(2).unwrap().to_string())
         .collect()
 }
 
@@ -592,25 +592,112 @@ fn ngram_baseline_and_held_out_rnn_on_the_same_split() {
         .unwrap();
     assert!((ppl - 28.0).abs() < 1e-3, "{out}");
     fails(&["ngram", "--n", "4"], &["--n 4"]);
-    let dir = tmp("holdout");
+}
+
+#[test]
+fn splits_validation_best_model_test_score_and_eval_agree() {
+    let dir = tmp("splits");
+    let run = dir.join("r");
+    // Tiny Shakespeare is shipped: no mirror needed. An LSTM with an embedding, dropout,
+    // a plateau schedule and mid-epoch validation.
     let out = ok(&[
         "train",
         "--config",
-        "configs/scratch_sequential.toml",
+        "configs/shakespeare_char.toml",
         "--epochs",
-        "1",
+        "2",
         "--out",
-        s(&dir.join("r")),
+        s(&run),
+        "--data-dir",
+        "/nonexistent-mirror",
+        "--set",
+        "data.max_tokens=30000",
+        "--set",
+        "data.test_fraction=0.1",
         "--set",
         "model.num_hiddens=16",
         "--set",
-        "data.holdout=0.1",
+        "model.embedding_dim=8",
+        "--set",
+        "model.dropout=0.2",
+        "--set",
+        "train.schedule=\"plateau\"",
+        "--set",
+        "train.eval_every=4",
+        "--set",
+        "train.prefixes=[\"ROMEO:\"]",
         "--quiet",
     ]);
+    assert!(out.contains("test perplexity"), "{out}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(run.join("summary.json")).unwrap()).unwrap();
+    for key in [
+        "epochs_completed",
+        "train_perplexity",
+        "valid_perplexity",
+        "best_valid_perplexity",
+        "best_epoch",
+        "test_perplexity",
+        "tokens_per_sec",
+        "parameters",
+        "wall_seconds",
+    ] {
+        assert!(!summary[key].is_null(), "{key} in {summary}");
+    }
+    assert_eq!(summary["epochs_completed"], 2);
+    assert!(run.join("best/model.bpk").exists());
+    // Mid-epoch validation rows (eval_every) and one row per epoch end, all with a valid column.
+    let metrics = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    let rows: Vec<&str> = metrics.lines().skip(1).collect();
+    assert!(rows.len() > 2, "{metrics}");
     assert!(
-        out.contains("held-out perplexity") && out.contains("on the last 1000 tokens"),
-        "{out}"
+        rows.iter()
+            .all(|r| !r.split(',').nth(3).unwrap().is_empty()),
+        "{metrics}"
     );
+    // eval prints what the run reported, for the test and the validation split.
+    let test = summary["test_perplexity"].as_f64().unwrap();
+    let eval = ok(&["eval", "--checkpoint", s(&run), "--split", "test"]);
+    assert!(
+        eval.contains(&format!("test perplexity {test:.3}")),
+        "{eval} vs {test}"
+    );
+    let best = summary["best_valid_perplexity"].as_f64().unwrap();
+    let eval = ok(&["eval", "--checkpoint", s(&run), "--split", "valid"]);
+    assert!(
+        eval.contains(&format!("valid perplexity {best:.3}")),
+        "{eval} vs {best}"
+    );
+    // A corpus whose splits are too small for one minibatch is refused before anything is written.
+    let small = dir.join("small");
+    fails(
+        &[
+            "train",
+            "--config",
+            "configs/shakespeare_char.toml",
+            "--out",
+            s(&small),
+            "--set",
+            "data.max_tokens=2000",
+        ],
+        &["training split has", "train.batch_size"],
+    );
+    assert!(!small.exists());
+    fails(
+        &[
+            "train",
+            "--config",
+            "configs/shakespeare_char.toml",
+            "--out",
+            s(&small),
+            "--set",
+            "data.valid_fraction=0.6",
+            "--set",
+            "data.test_fraction=0.4",
+        ],
+        &["must sum to less than 1"],
+    );
+    assert!(!small.exists());
 }
 
 #[test]

@@ -1,31 +1,71 @@
-//! `load_corpus_time_machine`: a text as one list of token indices and its `Vocab`.
+//! `load_corpus_time_machine` grown to real corpora: a text as token indices with its
+//! `Vocab`, and the validation and test splits beside the training one.
 
 use std::path::{Path, PathBuf};
 
 use crate::fetch::{unzip_member, utf8};
 use crate::{
-    Cleaning, DataDirs, DataError, TokenKind, Vocab, VocabOver, clean_lines, dataset,
-    fetch_dataset, tokenize,
+    Cleaning, DataDirs, DataError, TokenKind, Vocab, VocabOver, dataset, fetch_dataset, text_tokens,
 };
 
 /// Where the text comes from.
 #[derive(Debug, Clone)]
 pub enum CorpusSource {
-    /// A registered dataset (`time-machine`, `jaychou-lyrics`).
+    /// A registered dataset (`time-machine`, `tinyshakespeare`, `ptb`, ...).
     Dataset(String),
-    /// A user's own UTF-8 text file; vocab over the whole text, then truncation.
-    File { path: PathBuf, cleaning: Cleaning },
+    /// A user's own UTF-8 text files: the training text, and optionally its own
+    /// validation and test texts.
+    File {
+        path: PathBuf,
+        valid: Option<PathBuf>,
+        test: Option<PathBuf>,
+        cleaning: Cleaning,
+    },
 }
 
-/// Token indices of all lines concatenated with no separator, and their vocabulary.
+/// How a source becomes token indices.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadOptions {
+    pub token: TokenKind,
+    /// Keep the first `max_tokens` training tokens; 0 keeps all.
+    pub max_tokens: usize,
+    /// Tokens rarer than this map to `<unk>`.
+    pub min_freq: usize,
+    /// Append `<eos>` to every line (word level, as word_language_model).
+    pub eos: bool,
+    /// A one-text corpus splits its tail: train is the head, then valid, then test.
+    pub valid_fraction: f64,
+    pub test_fraction: f64,
+}
+
+impl LoadOptions {
+    /// One text, no splits (the book's chapter 8).
+    pub fn book(token: TokenKind, max_tokens: usize, min_freq: usize) -> Self {
+        Self {
+            token,
+            max_tokens,
+            min_freq,
+            eos: false,
+            valid_fraction: 0.0,
+            test_fraction: 0.0,
+        }
+    }
+}
+
+/// The training token indices, the validation and test ones (empty when the corpus has
+/// none), and the vocabulary.
 #[derive(Debug, Clone)]
 pub struct Corpus {
+    /// The training split.
     pub indices: Vec<usize>,
+    pub valid: Vec<usize>,
+    pub test: Vec<usize>,
     pub vocab: Vocab,
     pub token: TokenKind,
 }
 
 impl Corpus {
+    /// Tokens in the training split.
     pub fn len(&self) -> usize {
         self.indices.len()
     }
@@ -35,12 +75,20 @@ impl Corpus {
     }
 }
 
+/// The raw texts of a source: one, or train/valid/test.
+enum Texts {
+    One(String),
+    Split([String; 3]),
+}
+
 impl CorpusSource {
     /// The user's own file when given, else the registered dataset.
     pub fn new(dataset: &str, file: Option<&Path>, cleaning: Cleaning) -> Self {
         match file {
             Some(path) => Self::File {
                 path: path.to_path_buf(),
+                valid: None,
+                test: None,
                 cleaning,
             },
             None => Self::Dataset(dataset.to_string()),
@@ -54,29 +102,55 @@ impl CorpusSource {
         }
     }
 
-    /// The raw text with its cleaning and vocab rule.
-    fn read(&self, dirs: &DataDirs) -> Result<(String, Cleaning, VocabOver), DataError> {
+    /// The raw texts with their cleaning and vocab rule.
+    fn read(&self, dirs: &DataDirs) -> Result<(Texts, Cleaning, VocabOver), DataError> {
         match self {
             Self::Dataset(name) => {
                 let spec = dataset(name)?;
                 let bytes = fetch_dataset(spec, dirs)?;
                 let path = Path::new(&spec.file);
-                let bytes = match &spec.member {
-                    Some(member) => unzip_member(&bytes, path, member)?,
-                    None => bytes,
+                let member = |m: &str| -> Result<String, DataError> {
+                    utf8(unzip_member(&bytes, path, m)?, &path.join(m))
                 };
-                Ok((utf8(bytes, path)?, spec.cleaning, spec.vocab_over))
+                let texts = match (&spec.splits, &spec.member) {
+                    (Some(s), _) => {
+                        Texts::Split([member(&s.train)?, member(&s.valid)?, member(&s.test)?])
+                    }
+                    (None, Some(m)) => Texts::One(member(m)?),
+                    (None, None) => Texts::One(utf8(bytes, path)?),
+                };
+                Ok((texts, spec.cleaning, spec.vocab_over))
             }
-            Self::File { path, cleaning } => {
-                let bytes = std::fs::read(path).map_err(|e| DataError::io(path, e))?;
-                Ok((utf8(bytes, path)?, *cleaning, VocabOver::All))
+            Self::File {
+                path,
+                valid,
+                test,
+                cleaning,
+            } => {
+                let read = |p: &Path| -> Result<String, DataError> {
+                    let bytes = std::fs::read(p).map_err(|e| DataError::io(p, e))?;
+                    utf8(bytes, p)
+                };
+                let read_opt = |p: &Option<PathBuf>| -> Result<String, DataError> {
+                    p.as_deref().map_or(Ok(String::new()), read)
+                };
+                let texts = if valid.is_some() || test.is_some() {
+                    Texts::Split([read(path)?, read_opt(valid)?, read_opt(test)?])
+                } else {
+                    Texts::One(read(path)?)
+                };
+                Ok((texts, *cleaning, VocabOver::All))
             }
         }
     }
 }
 
-/// Loads, cleans and tokenizes a text, builds its vocab and maps it to indices,
-/// keeping the first `max_tokens` tokens when `max_tokens > 0`.
+/// The index where the tail of `fraction` of `len` tokens begins.
+pub fn tail_start(len: usize, fraction: f64) -> usize {
+    len - ((len as f64 * fraction).round() as usize).min(len)
+}
+
+/// `load_corpus_with` for one text and no splits (the book's chapter 8).
 pub fn load_corpus(
     source: &CorpusSource,
     token: TokenKind,
@@ -84,24 +158,66 @@ pub fn load_corpus(
     min_freq: usize,
     dirs: &DataDirs,
 ) -> Result<Corpus, DataError> {
-    let (text, cleaning, vocab_over) = source.read(dirs)?;
-    let lines = clean_lines(&text, cleaning);
-    let mut tokens: Vec<String> = tokenize(&lines, token).into_iter().flatten().collect();
-    let keep = |n: usize| if max_tokens > 0 { n.min(max_tokens) } else { n };
-    if vocab_over == VocabOver::Kept {
-        tokens.truncate(keep(tokens.len()));
-    }
-    if tokens.is_empty() {
+    load_corpus_with(
+        source,
+        &LoadOptions::book(token, max_tokens, min_freq),
+        dirs,
+    )
+}
+
+/// Loads, cleans and tokenizes a source, splits it, builds the vocab and maps every split
+/// to indices. Without held-out splits the vocab follows the dataset's `vocab_over` rule
+/// (the book's); with them it is built from the training split only, and the other splits
+/// map unseen tokens to `<unk>`.
+pub fn load_corpus_with(
+    source: &CorpusSource,
+    opts: &LoadOptions,
+    dirs: &DataDirs,
+) -> Result<Corpus, DataError> {
+    let (texts, cleaning, vocab_over) = source.read(dirs)?;
+    let tokens = |text: &str| text_tokens(text, cleaning, opts.token, opts.eos);
+    let keep = |n: usize| {
+        if opts.max_tokens > 0 {
+            n.min(opts.max_tokens)
+        } else {
+            n
+        }
+    };
+    let (train, valid, test, all) = match texts {
+        Texts::Split([train, valid, test]) => {
+            let mut train = tokens(&train);
+            train.truncate(keep(train.len()));
+            (train, tokens(&valid), tokens(&test), None)
+        }
+        Texts::One(text) => {
+            let all = tokens(&text);
+            let mut kept = all.clone();
+            kept.truncate(keep(kept.len()));
+            let n = kept.len();
+            let test_at = tail_start(n, opts.test_fraction);
+            let valid_at = tail_start(n, opts.valid_fraction + opts.test_fraction);
+            let test = kept.split_off(test_at);
+            let valid = kept.split_off(valid_at);
+            (kept, valid, test, Some(all))
+        }
+    };
+    if train.is_empty() {
         return Err(DataError::EmptyCorpus {
             source_name: source.name(),
         });
     }
-    let vocab = Vocab::new(tokens.iter().map(String::as_str), min_freq, &[]);
-    let mut indices: Vec<usize> = tokens.iter().map(|t| vocab.index(t)).collect();
-    indices.truncate(keep(indices.len()));
+    let held_out = !valid.is_empty() || !test.is_empty();
+    let vocab_tokens = match (held_out, vocab_over, &all) {
+        (false, VocabOver::All, Some(all)) => all,
+        _ => &train,
+    };
+    let vocab = Vocab::new(vocab_tokens.iter().map(String::as_str), opts.min_freq, &[]);
+    let to_indices = |t: &[String]| -> Vec<usize> { t.iter().map(|t| vocab.index(t)).collect() };
     Ok(Corpus {
-        indices,
+        indices: to_indices(&train),
+        valid: to_indices(&valid),
+        test: to_indices(&test),
         vocab,
-        token,
+        token: opts.token,
     })
 }

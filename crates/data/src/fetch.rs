@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use sha1::{Digest, Sha1};
 
+use crate::registry::shipped_bytes;
 use crate::{DataError, DatasetSpec};
 
 /// Where datasets are looked for.
@@ -47,6 +48,10 @@ pub fn sha1_hex(bytes: &[u8]) -> String {
 
 fn read_verified(path: &Path, expected: &str) -> Result<Vec<u8>, DataError> {
     let bytes = fs::read(path).map_err(|e| DataError::io(path, e))?;
+    verified(bytes, path, expected)
+}
+
+fn verified(bytes: Vec<u8>, path: &Path, expected: &str) -> Result<Vec<u8>, DataError> {
     let actual = sha1_hex(&bytes);
     if actual != expected {
         return Err(DataError::Sha1Mismatch {
@@ -58,7 +63,8 @@ fn read_verified(path: &Path, expected: &str) -> Result<Vec<u8>, DataError> {
     Ok(bytes)
 }
 
-/// Returns the verified bytes of the dataset's file, fetching it if needed.
+/// Returns the verified bytes of the dataset's file: from the mirror, the copy compiled
+/// into the binary (shipped datasets), the cache, or a download, in that order.
 pub fn fetch_dataset(spec: &DatasetSpec, dirs: &DataDirs) -> Result<Vec<u8>, DataError> {
     if let Some(mirror) = &dirs.mirror {
         let path = mirror.join(&spec.file);
@@ -66,11 +72,28 @@ pub fn fetch_dataset(spec: &DatasetSpec, dirs: &DataDirs) -> Result<Vec<u8>, Dat
             return read_verified(&path, &spec.sha1);
         }
     }
+    if let Some(bytes) = shipped_bytes(&spec.file) {
+        return verified(bytes.to_vec(), Path::new(&spec.file), &spec.sha1);
+    }
     let cached = dirs.cache.join(&spec.file);
     if cached.exists() {
         return read_verified(&cached, &spec.sha1);
     }
-    download(&spec.url, &cached, &spec.sha1)?;
+    download(&spec.url, &cached, &spec.sha1).map_err(|e| match e {
+        DataError::Download { url, reason } => DataError::Download {
+            url,
+            reason: format!(
+                "{reason}; to work offline, put {} in a directory and point RNNLM_DATA_DIR (or data.data_dir, --data-dir) at it{}",
+                spec.file,
+                dirs.mirror.as_ref().map_or(String::new(), |m| format!(
+                    " (the mirror {} has no {})",
+                    m.display(),
+                    spec.file
+                ))
+            ),
+        },
+        other => other,
+    })?;
     read_verified(&cached, &spec.sha1)
 }
 
@@ -179,13 +202,33 @@ mod tests {
     fn cache_is_used_when_the_mirror_lacks_the_file_and_is_verified_too() {
         let dir = temp_dir("cache");
         fs::create_dir_all(dir.join("cache")).unwrap();
-        fs::write(dir.join("cache").join("timemachine.txt"), "tampered").unwrap();
+        fs::write(dir.join("cache").join("jaychou_lyrics.txt.zip"), "tampered").unwrap();
         let dirs = DataDirs {
             mirror: Some(dir.join("empty-mirror")),
             cache: dir.join("cache"),
         };
-        let err = fetch_dataset(dataset("time-machine").unwrap(), &dirs).unwrap_err();
+        let err = fetch_dataset(dataset("jaychou-lyrics").unwrap(), &dirs).unwrap_err();
         assert!(matches!(err, DataError::Sha1Mismatch { .. }), "{err}");
+    }
+
+    #[test]
+    fn shipped_datasets_need_no_mirror_and_the_others_say_how_to_provide_them() {
+        let dir = temp_dir("offline");
+        let dirs = DataDirs {
+            mirror: Some(dir.join("no-such-mirror")),
+            cache: dir.join("cache"),
+        };
+        let tm = fetch_dataset(dataset("time-machine").unwrap(), &dirs).unwrap();
+        assert_eq!(sha1_hex(&tm), dataset("time-machine").unwrap().sha1);
+        // The download fails (unreachable URL); the error says how to work offline.
+        let mut ptb = dataset("ptb").unwrap().clone();
+        ptb.url = "http://127.0.0.1:9/ptb.zip".into();
+        let msg = fetch_dataset(&ptb, &dirs).unwrap_err().to_string();
+        assert!(
+            msg.contains("RNNLM_DATA_DIR") && msg.contains("ptb.zip"),
+            "{msg}"
+        );
+        assert!(msg.contains("no-such-mirror"), "{msg}");
     }
 
     #[test]

@@ -14,12 +14,12 @@ mod sine;
 mod text;
 mod vocab;
 
-pub use corpus::{Corpus, CorpusSource, load_corpus};
+pub use corpus::{Corpus, CorpusSource, LoadOptions, load_corpus, load_corpus_with, tail_start};
 pub use error::DataError;
 pub use fetch::{DataDirs, fetch_dataset, sha1_hex};
 pub use ngram::{NgramCounts, NgramModel, count_ngrams};
-pub use registry::{Cleaning, DatasetSpec, VocabOver, dataset, dataset_names};
+pub use registry::{Cleaning, DatasetSpec, SplitMembers, VocabOver, dataset, dataset_names};
 pub use sampler::{Batch, Sampler, epoch_batches};
 pub use sine::{autoregressive_features, sine_series, standard_normal};
-pub use text::{TokenKind, clean_lines, tokenize};
+pub use text::{EOS, TokenKind, clean_lines, text_tokens, tokenize};
 pub use vocab::Vocab;

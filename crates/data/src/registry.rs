@@ -17,6 +17,9 @@ pub enum Cleaning {
     /// The first edition's lyrics: keep every Unicode character, line breaks become spaces
     /// (the whole file is one line).
     Unicode,
+    /// Keep everything, line breaks included: characters as char-rnn and nanoGPT read them,
+    /// lines as word_language_model reads them (each line's words, then `<eos>`).
+    Lines,
 }
 
 impl std::str::FromStr for Cleaning {
@@ -25,7 +28,12 @@ impl std::str::FromStr for Cleaning {
         match s {
             "letters" => Ok(Self::Letters),
             "unicode" => Ok(Self::Unicode),
-            _ => Err(DataError::invalid("cleaning", s, "`letters` or `unicode`")),
+            "lines" => Ok(Self::Lines),
+            _ => Err(DataError::invalid(
+                "cleaning",
+                s,
+                "`letters`, `unicode` or `lines`",
+            )),
         }
     }
 }
@@ -49,8 +57,30 @@ pub struct DatasetSpec {
     pub file: String,
     pub sha1: String,
     pub member: Option<String>,
+    /// The members of a zip that comes split into train, valid and test.
+    pub splits: Option<SplitMembers>,
     pub cleaning: Cleaning,
     pub vocab_over: VocabOver,
+    /// Compiled into the binary from `datasets/` (public domain and small).
+    #[serde(default)]
+    pub shipped: bool,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SplitMembers {
+    pub train: String,
+    pub valid: String,
+    pub test: String,
+}
+
+/// The bytes of a shipped dataset file, compiled in.
+pub(crate) fn shipped_bytes(file: &str) -> Option<&'static [u8]> {
+    match file {
+        "timemachine.txt" => Some(include_bytes!("../../../datasets/timemachine.txt")),
+        "tinyshakespeare.txt" => Some(include_bytes!("../../../datasets/tinyshakespeare.txt")),
+        _ => None,
+    }
 }
 
 fn registry() -> &'static BTreeMap<String, DatasetSpec> {
@@ -87,7 +117,28 @@ mod tests {
 
     #[test]
     fn registry_parses_with_the_issue_sha1s() {
-        assert_eq!(dataset_names(), ["jaychou-lyrics", "time-machine"]);
+        assert_eq!(
+            dataset_names(),
+            ["jaychou-lyrics", "ptb", "time-machine", "tinyshakespeare"]
+        );
+        // Exactly the public-domain corpora are shipped, and their bytes are compiled in.
+        for name in dataset_names() {
+            let spec = dataset(name).unwrap();
+            assert_eq!(
+                spec.shipped,
+                ["time-machine", "tinyshakespeare"].contains(&name),
+                "{name}"
+            );
+            let bytes = shipped_bytes(&spec.file);
+            assert_eq!(bytes.is_some(), spec.shipped, "{name}");
+            if let Some(bytes) = bytes {
+                assert_eq!(crate::sha1_hex(bytes), spec.sha1, "{name}");
+            }
+        }
+        assert_eq!(
+            dataset("ptb").unwrap().sha1,
+            "319d85e578af0cdc590547f26231e4e31cdf1e42"
+        );
         let tm = dataset("time-machine").unwrap();
         assert_eq!(tm.sha1, "090b5e7e70c295757f55df93cb0a180b9691891a");
         assert_eq!(

@@ -25,15 +25,38 @@ impl std::str::FromStr for TokenKind {
     }
 }
 
+/// The end-of-line token word_language_model appends to every line.
+pub const EOS: &str = "<eos>";
+
 /// Cleans raw text into lines.
 ///
 /// `Letters`: per line, `re.sub('[^A-Za-z]+', ' ', line).strip().lower()`.
 /// `Unicode`: `text.replace('\n', ' ').replace('\r', ' ')` as one line.
+/// `Lines`: the lines as they are (see `text_tokens` for how characters keep the breaks).
 pub fn clean_lines(text: &str, cleaning: Cleaning) -> Vec<String> {
     match cleaning {
         Cleaning::Letters => text.lines().map(clean_letters).collect(),
         Cleaning::Unicode => vec![text.replace(['\n', '\r'], " ")],
+        Cleaning::Lines => text.lines().map(String::from).collect(),
     }
+}
+
+/// A text as one token sequence: its cleaned lines tokenized and concatenated (the book).
+/// With `Lines` cleaning, characters include every line break (char-rnn, nanoGPT); with
+/// `eos`, each line's words are followed by `<eos>` (word_language_model).
+pub fn text_tokens(text: &str, cleaning: Cleaning, kind: TokenKind, eos: bool) -> Vec<String> {
+    if cleaning == Cleaning::Lines && kind == TokenKind::Char {
+        return text.chars().map(String::from).collect();
+    }
+    let lines = clean_lines(text, cleaning);
+    let mut out = Vec::new();
+    for line in tokenize(&lines, kind) {
+        out.extend(line);
+        if eos {
+            out.push(EOS.to_string());
+        }
+    }
+    out
 }
 
 fn clean_letters(line: &str) -> String {
@@ -81,6 +104,23 @@ mod tests {
     fn unicode_cleaning_keeps_characters_and_joins_lines() {
         let lines = clean_lines("想要\r\n有直升机\n!", Cleaning::Unicode);
         assert_eq!(lines, ["想要  有直升机 !"]);
+    }
+
+    #[test]
+    fn lines_keep_breaks_for_chars_and_end_words_with_eos() {
+        let text = "First Citizen:\nBefore we proceed\n\n";
+        let chars = text_tokens(text, Cleaning::Lines, TokenKind::Char, false);
+        assert_eq!(chars.concat(), text);
+        // word_language_model: `line.split() + ['<eos>']` for every line, empty ones too.
+        let words = text_tokens(text, Cleaning::Lines, TokenKind::Word, true);
+        assert_eq!(
+            words,
+            [
+                "First", "Citizen:", "<eos>", "Before", "we", "proceed", "<eos>", "<eos>"
+            ]
+        );
+        let book = text_tokens("a b\nc", Cleaning::Letters, TokenKind::Word, false);
+        assert_eq!(book, ["a", "b", "c"]);
     }
 
     #[test]

@@ -152,6 +152,8 @@ fn bad_input_is_a_clear_error() {
     std::fs::create_dir_all(&tmp).unwrap();
     let missing = CorpusSource::File {
         path: tmp.join("missing.txt"),
+        valid: None,
+        test: None,
         cleaning: Cleaning::Letters,
     };
     let err = load_corpus(&missing, TokenKind::Char, 0, 0, &d).unwrap_err();
@@ -160,6 +162,8 @@ fn bad_input_is_a_clear_error() {
     std::fs::write(tmp.join("digits.txt"), "1234 5678\n!!!\n").unwrap();
     let empty = CorpusSource::File {
         path: tmp.join("digits.txt"),
+        valid: None,
+        test: None,
         cleaning: Cleaning::Letters,
     };
     let err = load_corpus(&empty, TokenKind::Char, 0, 0, &d).unwrap_err();
@@ -168,6 +172,8 @@ fn bad_input_is_a_clear_error() {
     std::fs::write(tmp.join("latin1.txt"), b"caf\xe9").unwrap();
     let bad = CorpusSource::File {
         path: tmp.join("latin1.txt"),
+        valid: None,
+        test: None,
         cleaning: Cleaning::Unicode,
     };
     let err = load_corpus(&bad, TokenKind::Char, 0, 0, &d).unwrap_err();
@@ -195,6 +201,8 @@ fn user_file_corpus_works() {
     std::fs::write(tmp.join("own.txt"), "Hello, hello world!\n").unwrap();
     let own = CorpusSource::File {
         path: tmp.join("own.txt"),
+        valid: None,
+        test: None,
         cleaning: Cleaning::Letters,
     };
     let c = load_corpus(&own, TokenKind::Word, 0, 0, &dirs()).unwrap();

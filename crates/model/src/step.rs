@@ -119,29 +119,45 @@ pub fn train_step(
     })
 }
 
-/// Perplexity of `tokens[1..]` read left to right from a zero state, each token
-/// predicted from all before it (one row, `num_steps` tokens per forward, state carried).
-pub fn perplexity_of(model: &Model, tokens: &[usize], num_steps: usize, device: &Device) -> f64 {
-    let mut state = model.begin_state(1, device);
+/// Perplexity of `tokens` read as word_language_model's `evaluate`: cut into `batch_size`
+/// contiguous rows (the remainder dropped), each row read left to right from a zero state
+/// in chunks of `num_steps` with the state carried, every token after a row's first
+/// predicted from all before it. No dropout. Sums the losses on the host in f64.
+pub fn perplexity_of(
+    model: &Model,
+    tokens: &[usize],
+    batch_size: usize,
+    num_steps: usize,
+    device: &Device,
+) -> Result<f64, ModelError> {
+    let row_len = tokens.len() / batch_size.max(1);
+    if row_len < 2 || num_steps == 0 {
+        return Err(ModelError::InvalidValue {
+            key: "tokens",
+            value: format!("{} tokens in {batch_size} rows", tokens.len()),
+            expected: "at least two tokens per row (use fewer rows or more text)".into(),
+        });
+    }
+    let mut state = model.begin_state(batch_size, device);
     let (mut nll, mut count) = (0.0, 0usize);
-    for start in (0..tokens.len().saturating_sub(1)).step_by(num_steps.max(1)) {
-        let end = (start + num_steps).min(tokens.len() - 1);
-        let row = |from: usize| -> Tensor<2, Int> {
-            let data: Vec<i64> = tokens[from..from + end - start]
-                .iter()
+    for start in (0..row_len - 1).step_by(num_steps) {
+        let len = num_steps.min(row_len - 1 - start);
+        let rows = |shift: usize| -> Tensor<2, Int> {
+            let data: Vec<i64> = (0..batch_size)
+                .flat_map(|r| &tokens[r * row_len + start + shift..][..len])
                 .map(|&t| t as i64)
                 .collect();
-            Tensor::from_data(TensorData::new(data, [1, end - start]), device)
+            Tensor::from_data(TensorData::new(data, [batch_size, len]), device)
         };
-        let (logits, next) = model.forward(row(start), state);
+        let (logits, next) = model.forward(rows(0), state);
         state = next.detach();
-        nll += token_losses(logits, row(start + 1))
+        nll += token_losses(logits, rows(1))
             .into_data()
             .iter::<f64>()
             .sum::<f64>();
-        count += end - start;
+        count += len * batch_size;
     }
-    (nll / count as f64).exp()
+    Ok((nll / count as f64).exp())
 }
 
 /// `||dL/dH_t||` for the state entering each step `t = 0..num_steps` of one minibatch

@@ -4,8 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use rnnlm_data::{Cleaning, Corpus, CorpusSource, DataDirs, Sampler, TokenKind, load_corpus};
-use rnnlm_model::{CellKind, Engine, InitKind, ModelKind, fused_applies};
+use rnnlm_data::{
+    Cleaning, Corpus, CorpusSource, DataDirs, LoadOptions, Sampler, TokenKind, load_corpus_with,
+};
+use rnnlm_model::{CellKind, Clipping, Engine, InitKind, ModelKind, fused_applies};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -19,40 +21,86 @@ pub struct TrainConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DataConfig {
-    /// A registered dataset (`time-machine`, `jaychou-lyrics`); ignored when `corpus` is set.
+    /// A registered dataset (`time-machine`, `tinyshakespeare`, `ptb`, `jaychou-lyrics`);
+    /// ignored when `train` is set.
     pub dataset: String,
-    /// A plain UTF-8 text file of your own instead of a registered dataset.
-    pub corpus: Option<PathBuf>,
-    /// Cleaning of `corpus`: `letters` (the book's) or `unicode` (keep everything).
+    /// Your own UTF-8 training text instead of a registered dataset.
+    #[serde(alias = "corpus")]
+    pub train: Option<PathBuf>,
+    /// Your own validation and test texts (with `train`).
+    pub valid: Option<PathBuf>,
+    pub test: Option<PathBuf>,
+    /// Cleaning of your own files: `letters` (the book's), `unicode` (every character,
+    /// line breaks as spaces) or `lines` (everything, line breaks included).
     pub cleaning: Cleaning,
     /// `char` or `word`.
     pub token: TokenKind,
-    /// Keep the first `max_tokens` tokens; 0 keeps all.
+    /// Keep the first `max_tokens` training tokens; 0 keeps all.
     pub max_tokens: usize,
     /// Tokens rarer than this map to `<unk>`.
     pub min_freq: usize,
-    /// Fraction of the corpus (its tail) held out of training and scored at the end,
-    /// the split `cargo xtask ngram` uses; 0 trains on everything, as the book does.
-    pub holdout: f64,
+    /// Word level: end every line with `<eos>` (word_language_model).
+    pub eos: bool,
+    /// A corpus of one text splits its tail: train is the head, then valid, then test
+    /// (contiguous, no shuffling). 0 trains on everything, as the book does.
+    pub valid_fraction: f64,
+    pub test_fraction: f64,
     /// A mirror directory holding the dataset files (else `RNNLM_DATA_DIR`, the cache, a download).
     pub data_dir: Option<PathBuf>,
 }
 
 impl DataConfig {
     pub fn source(&self) -> CorpusSource {
-        CorpusSource::new(&self.dataset, self.corpus.as_deref(), self.cleaning)
+        match &self.train {
+            Some(path) => CorpusSource::File {
+                path: path.clone(),
+                valid: self.valid.clone(),
+                test: self.test.clone(),
+                cleaning: self.cleaning,
+            },
+            None => CorpusSource::Dataset(self.dataset.clone()),
+        }
     }
 
-    /// The corpus these settings describe (mirror, cache or download; sha1-verified).
+    /// The corpus these settings describe (shipped, mirror, cache or download; sha1-verified).
     pub fn load_corpus(&self) -> Result<Corpus> {
         let dirs = DataDirs::from_env(self.data_dir.clone());
-        Ok(load_corpus(
-            &self.source(),
-            self.token,
-            self.max_tokens,
-            self.min_freq,
-            &dirs,
-        )?)
+        let options = LoadOptions {
+            token: self.token,
+            max_tokens: self.max_tokens,
+            min_freq: self.min_freq,
+            eos: self.eos,
+            valid_fraction: self.valid_fraction,
+            test_fraction: self.test_fraction,
+        };
+        Ok(load_corpus_with(&self.source(), &options, &dirs)?)
+    }
+
+    fn validate(&self) -> Result<()> {
+        for (key, value) in [
+            ("data.valid_fraction", self.valid_fraction),
+            ("data.test_fraction", self.test_fraction),
+        ] {
+            if !(0.0..1.0).contains(&value) {
+                bail!("{key} = {value}: must be a fraction in [0, 1)");
+            }
+        }
+        if self.valid_fraction + self.test_fraction >= 1.0 {
+            bail!(
+                "data.valid_fraction + data.test_fraction = {} + {}: must sum to less than 1 (the head trains)",
+                self.valid_fraction,
+                self.test_fraction
+            );
+        }
+        if self.train.is_none() && (self.valid.is_some() || self.test.is_some()) {
+            bail!("data.valid and data.test need data.train (your own training text)");
+        }
+        if self.eos && self.token != TokenKind::Word {
+            bail!(
+                "data.eos = true needs data.token = \"word\" (it ends each line's words with <eos>)"
+            );
+        }
+        Ok(())
     }
 }
 
@@ -60,12 +108,16 @@ impl Default for DataConfig {
     fn default() -> Self {
         Self {
             dataset: "time-machine".into(),
-            corpus: None,
+            train: None,
+            valid: None,
+            test: None,
             cleaning: Cleaning::Unicode,
             token: TokenKind::Char,
             max_tokens: 10_000,
             min_freq: 0,
-            holdout: 0.0,
+            eos: false,
+            valid_fraction: 0.0,
+            test_fraction: 0.0,
             data_dir: None,
         }
     }
@@ -137,10 +189,31 @@ impl Default for ModelSection {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Optimizer {
-    /// The book's `sgd`: `p -= lr * g`.
+    /// The book's `sgd`: `p -= lr * g` (with `momentum`, PyTorch's heavy ball).
     Sgd,
     /// Adam with PyTorch's defaults (first edition's concise model, `lr = 1e-3`).
     Adam,
+    /// AdamW (decoupled `weight_decay`, PyTorch's default 0.01).
+    Adamw,
+    /// RMSprop with smoothing `alpha` (char-rnn's `decay_rate` 0.95), no momentum, eps 1e-8.
+    Rmsprop,
+    Adagrad,
+}
+
+/// How the learning rate changes over the run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Constant.
+    None,
+    /// Divide by `lr_factor` after an epoch whose validation perplexity did not improve
+    /// (word_language_model divides by 4).
+    Plateau,
+    /// Multiply by `lr_decay` after every epoch from epoch `lr_decay_after` on (char-rnn:
+    /// 0.97 after 10; Zaremba et al.: 0.5 after 4).
+    Exponential,
+    /// Multiply by `lr_decay` every `lr_step` epochs.
+    Step,
 }
 
 /// Whether the hidden state carries across minibatches.
@@ -176,8 +249,34 @@ pub struct TrainSection {
     pub state: StateMode,
     pub optimizer: Optimizer,
     pub lr: f64,
-    /// `grad_clipping` threshold on the global L2 norm.
+    /// SGD momentum (0: none).
+    pub momentum: f64,
+    /// L2 penalty (decoupled for AdamW); 0: none.
+    pub weight_decay: f64,
+    /// RMSprop's smoothing constant.
+    pub alpha: f64,
+    pub schedule: Schedule,
+    /// `plateau`: the divisor.
+    pub lr_factor: f64,
+    /// `exponential` and `step`: the factor.
+    pub lr_decay: f64,
+    /// `exponential`: the first epoch after which the rate decays.
+    pub lr_decay_after: usize,
+    /// `step`: epochs between decays.
+    pub lr_step: usize,
+    /// Stop after this many epochs without a better validation perplexity; 0: never.
+    pub patience: usize,
+    /// `grad_clipping` threshold on the global L2 norm (the book's); 0: none.
     pub theta: f64,
+    /// Clip every gradient value into `[-clip_value, clip_value]` first (char-rnn's
+    /// `grad_clip` 5); 0: none.
+    pub clip_value: f64,
+    /// Rows of the validation and test evaluation (state carried from zero through the
+    /// whole split, as word_language_model's `eval_batch_size` 10).
+    pub eval_batch_size: usize,
+    /// Also evaluate on the validation split every this many minibatches (char-rnn's
+    /// `eval_val_every`); 0: at the end of each epoch only.
+    pub eval_every: usize,
     pub num_epochs: usize,
     pub seed: u64,
     /// Print perplexity and predictions every this many epochs.
@@ -203,7 +302,19 @@ impl Default for TrainSection {
             state: StateMode::Carry,
             optimizer: Optimizer::Sgd,
             lr: 1.0,
+            momentum: 0.0,
+            weight_decay: 0.0,
+            alpha: 0.99,
+            schedule: Schedule::None,
+            lr_factor: 4.0,
+            lr_decay: 0.97,
+            lr_decay_after: 10,
+            lr_step: 10,
+            patience: 0,
             theta: 1.0,
+            clip_value: 0.0,
+            eval_batch_size: 10,
+            eval_every: 0,
             num_epochs: 500,
             seed: 0,
             predict_every: 10,
@@ -243,6 +354,8 @@ impl TrainConfig {
             ("train.num_epochs", t.num_epochs),
             ("train.predict_every", t.predict_every),
             ("train.checkpoint_every", t.checkpoint_every),
+            ("train.eval_batch_size", t.eval_batch_size),
+            ("train.lr_step", t.lr_step),
             ("model.num_hiddens", self.model.num_hiddens),
             ("model.num_layers", self.model.num_layers),
         ];
@@ -251,21 +364,34 @@ impl TrainConfig {
                 bail!("{key} = 0: must be a positive integer");
             }
         }
-        for (key, value) in [("train.lr", t.lr), ("train.theta", t.theta)] {
+        for (key, value) in [
+            ("train.lr", t.lr),
+            ("train.lr_factor", t.lr_factor),
+            ("train.lr_decay", t.lr_decay),
+        ] {
             if !(value.is_finite() && value > 0.0) {
                 bail!("{key} = {value}: must be a positive number");
             }
         }
+        for (key, value) in [
+            ("train.theta", t.theta),
+            ("train.clip_value", t.clip_value),
+            ("train.weight_decay", t.weight_decay),
+        ] {
+            if !(value.is_finite() && value >= 0.0) {
+                bail!("{key} = {value}: must be a number >= 0 (0 turns it off)");
+            }
+        }
+        for (key, value) in [("train.momentum", t.momentum), ("train.alpha", t.alpha)] {
+            if !(0.0..1.0).contains(&value) {
+                bail!("{key} = {value}: must be in [0, 1)");
+            }
+        }
+        self.data.validate()?;
         if !(t.truncation_pi > 0.0 && t.truncation_pi <= 1.0) {
             bail!(
                 "train.truncation_pi = {}: must be a probability in (0, 1]",
                 t.truncation_pi
-            );
-        }
-        if !(0.0..=0.5).contains(&self.data.holdout) {
-            bail!(
-                "data.holdout = {}: must be a fraction in [0, 0.5]",
-                self.data.holdout
             );
         }
         if t.sampler == Sampler::Random && t.state == StateMode::Carry {
@@ -315,6 +441,15 @@ impl TrainConfig {
             })
             .with_init_range(m.init_range)
             .with_forget_bias(m.forget_bias)
+    }
+
+    /// Gradient clipping as `train.theta` and `train.clip_value` ask (0: off).
+    pub fn clipping(&self) -> Clipping {
+        let on = |v: f64| (v > 0.0).then_some(v);
+        Clipping {
+            norm: on(self.train.theta),
+            value: on(self.train.clip_value),
+        }
     }
 
     pub fn to_toml(&self) -> String {

@@ -1,24 +1,29 @@
-//! `train_ch8` / `train_epoch_ch8` (book 8.5.6) as one plain loop: sample an epoch,
-//! step through its minibatches (carrying or resetting the state), report perplexity
-//! and tokens/s, predict, checkpoint.
+//! `train_ch8` / `train_epoch_ch8` (book 8.5.6) grown into a language-model trainer: sample
+//! an epoch, step through its minibatches (carrying or resetting the state), evaluate on
+//! the validation split, keep the best model, follow the learning-rate schedule, stop
+//! early, checkpoint, and score the test split at the end.
 
 use std::io::{IsTerminal, Write};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::optim::{AdamConfig, ModuleOptimizer, SgdConfig};
+use burn::optim::decay::WeightDecayConfig;
+use burn::optim::momentum::MomentumConfig;
+use burn::optim::{
+    AdaGradConfig, AdamConfig, AdamWConfig, ModuleOptimizer, RmsPropConfig, SgdConfig,
+};
 use burn::tensor::Device;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rnnlm_data::{Corpus, epoch_batches};
 use rnnlm_model::{
-    Clipping, Decoding, Dropout, Engine, Model, perplexity_of, predict_ch8, randomized_truncation,
-    train_step,
+    Decoding, Dropout, Engine, Model, perplexity_of, predict_ch8, randomized_truncation, train_step,
 };
+use serde::{Deserialize, Serialize};
 
-use crate::run_dir::{EpochMetrics, Progress, RunDir};
-use crate::{Optimizer, StateMode, TrainConfig, TrainSection, Truncation};
+use crate::run_dir::{Best, EpochMetrics, Progress, RunDir, RunSummary};
+use crate::{Optimizer, Schedule, StateMode, TrainConfig, TrainSection, Truncation};
 
 /// How much the trainer prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,21 +55,58 @@ pub struct Session<'a> {
 pub struct Summary {
     pub metrics: Vec<EpochMetrics>,
     pub predictions: Vec<String>,
-    /// Perplexity on the held-out tail (`data.holdout > 0`).
-    pub heldout_perplexity: Option<f64>,
+    pub run: Option<RunSummary>,
     pub interrupted: bool,
 }
 
-/// Where the training part of a corpus ends: its tail of `holdout` is held out.
-pub fn holdout_start(len: usize, holdout: f64) -> usize {
-    len - (len as f64 * holdout).round() as usize
+/// The optimizer `t` asks for, with PyTorch's defaults where Burn's differ.
+pub fn new_optimizer(t: &TrainSection) -> ModuleOptimizer {
+    let decay = (t.weight_decay > 0.0).then(|| WeightDecayConfig::new(t.weight_decay as f32));
+    match t.optimizer {
+        Optimizer::Sgd => SgdConfig::new()
+            .with_weight_decay(decay)
+            .with_momentum((t.momentum > 0.0).then(|| {
+                MomentumConfig::new()
+                    .with_momentum(t.momentum)
+                    .with_dampening(0.0)
+            }))
+            .init(),
+        // Burn's epsilon default is 1e-5; PyTorch's 1e-8.
+        Optimizer::Adam => AdamConfig::new()
+            .with_epsilon(1e-8)
+            .with_weight_decay(decay)
+            .init(),
+        Optimizer::Adamw => AdamWConfig::new()
+            .with_epsilon(1e-8)
+            .with_weight_decay(if t.weight_decay > 0.0 {
+                t.weight_decay as f32
+            } else {
+                0.01
+            })
+            .init(),
+        Optimizer::Rmsprop => RmsPropConfig::new()
+            .with_alpha(t.alpha as f32)
+            .with_momentum(0.0)
+            .with_epsilon(1e-8)
+            .with_weight_decay(decay)
+            .init(),
+        Optimizer::Adagrad => AdaGradConfig::new()
+            .with_epsilon(1e-10)
+            .with_weight_decay(decay)
+            .init(),
+    }
 }
 
-pub fn new_optimizer(kind: Optimizer) -> ModuleOptimizer {
-    match kind {
-        Optimizer::Sgd => SgdConfig::new().init(),
-        // PyTorch's Adam defaults (Burn's epsilon default is 1e-5).
-        Optimizer::Adam => AdamConfig::new().with_epsilon(1e-8).init(),
+/// The learning rate after epoch `epoch` (1-based) ended at `lr`; `improved`: whether the
+/// epoch lowered the best validation perplexity.
+pub fn next_lr(t: &TrainSection, lr: f64, epoch: usize, improved: bool) -> f64 {
+    match t.schedule {
+        Schedule::None => lr,
+        Schedule::Plateau if improved => lr,
+        Schedule::Plateau => lr / t.lr_factor,
+        Schedule::Exponential if epoch >= t.lr_decay_after => lr * t.lr_decay,
+        Schedule::Step if epoch.is_multiple_of(t.lr_step) => lr * t.lr_decay,
+        Schedule::Exponential | Schedule::Step => lr,
     }
 }
 
@@ -80,39 +122,58 @@ fn minibatch_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
     rng.next_u64() ^ (batch as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9)
 }
 
-/// One epoch of `train_epoch_ch8`: the minibatches of `epoch` (drawn from `t.seed` and
-/// the epoch number), a step on each, the state carried or reset per `t.state`.
-/// Returns `None` for the metrics when `stop` was set before the epoch finished.
+/// The training part of an epoch.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct EpochTrain {
+    pub perplexity: f64,
+    pub minibatches: usize,
+    pub tokens_per_sec: f64,
+}
+
+/// Called every `train.eval_every` minibatches with the model, the minibatch count of the
+/// epoch so far and the training so far; its time is not counted as training time.
+pub type EvalHook<'a> = &'a mut dyn FnMut(&Model, usize, EpochTrain) -> Result<()>;
+
+/// The minibatch count of one epoch (the sampler's and `train.truncation`'s).
+fn epoch_steps(t: &TrainSection, len: usize) -> usize {
+    match t.truncation {
+        Truncation::Full => (len - 1) / (t.batch_size + 1),
+        _ => t.num_steps,
+    }
+}
+
+/// One epoch of `train_epoch_ch8` on `tokens` at learning rate `lr`: the minibatches of
+/// `epoch` (drawn from `t.seed` and the epoch number), a step on each, the state carried
+/// or reset per `t.state`. Returns `None` when `stop` was set before the epoch finished.
 #[allow(clippy::too_many_arguments)]
 pub fn train_epoch(
     mut model: Model,
     optimizer: &mut ModuleOptimizer,
-    t: &TrainSection,
-    corpus: &Corpus,
+    config: &TrainConfig,
+    lr: f64,
+    tokens: &[usize],
     device: &Device,
     engine: Engine,
     epoch: usize,
     stop: &AtomicBool,
-) -> Result<(Model, Option<EpochMetrics>)> {
-    let start = Instant::now();
+    mut hook: Option<EvalHook>,
+) -> Result<(Model, Option<EpochTrain>)> {
+    let t = &config.train;
     let mut rng = epoch_rng(t.seed, epoch);
-    let num_steps = match t.truncation {
-        Truncation::Full => (corpus.len() - 1) / (t.batch_size + 1),
-        _ => t.num_steps,
+    let num_steps = epoch_steps(t, tokens.len());
+    let batches = epoch_batches(tokens, t.batch_size, num_steps, t.sampler, &mut rng)?;
+    let (mut loss_sum, mut count, mut seconds) = (0.0, 0usize, 0.0);
+    let so_far = |loss_sum: f64, count: usize, seconds: f64, minibatches| EpochTrain {
+        perplexity: (loss_sum / count as f64).exp(),
+        minibatches,
+        tokens_per_sec: count as f64 / seconds,
     };
-    let batches = epoch_batches(
-        &corpus.indices,
-        t.batch_size,
-        num_steps,
-        t.sampler,
-        &mut rng,
-    )?;
-    let (mut loss_sum, mut tokens) = (0.0, 0usize);
     let mut state = None;
     for (i, batch) in batches.iter().enumerate() {
         if stop.load(Ordering::SeqCst) {
             return Ok((model, None));
         }
+        let start = Instant::now();
         let (x, y) = batch.to_tensors(device);
         let state_in = match (t.state, state.take()) {
             (StateMode::Carry, Some(s)) => s, // train_step returned it detached: truncated BPTT
@@ -130,32 +191,72 @@ pub fn train_epoch(
             scales.as_deref(),
             Some(&mut dropout),
             engine,
-            Clipping::norm(t.theta),
-            t.lr,
+            config.clipping(),
+            lr,
         )?;
         model = step.model;
         state = Some(step.state);
         let batch_loss: f64 = step.token_losses.into_data().iter::<f64>().sum();
         if !batch_loss.is_finite() {
             bail!(
-                "loss is {batch_loss} at epoch {}, minibatch {}: training diverged; lower train.lr (now {}) or train.theta (now {})",
+                "loss is {batch_loss} at epoch {}, minibatch {}: training diverged; lower train.lr (now {lr}) or train.theta (now {})",
                 epoch + 1,
                 i + 1,
-                t.lr,
                 t.theta
             );
         }
         loss_sum += batch_loss;
-        tokens += batch.y.len();
+        count += batch.y.len();
+        seconds += start.elapsed().as_secs_f64();
+        if let Some(hook) = hook.as_mut()
+            && t.eval_every > 0
+            && (i + 1).is_multiple_of(t.eval_every)
+            && i + 1 < batches.len()
+        {
+            hook(&model, i + 1, so_far(loss_sum, count, seconds, i + 1))?;
+        }
     }
-    let seconds = start.elapsed().as_secs_f64();
-    let metrics = EpochMetrics {
-        epoch: epoch + 1,
-        perplexity: (loss_sum / tokens as f64).exp(),
-        tokens_per_sec: tokens as f64 / seconds,
-        seconds,
-    };
-    Ok((model, Some(metrics)))
+    Ok((model, Some(so_far(loss_sum, count, seconds, batches.len()))))
+}
+
+/// Checks, before anything is written, that every split can be used: the training split
+/// holds at least one minibatch, the validation and test splits two tokens per
+/// evaluation row.
+pub fn check_corpus(config: &TrainConfig, corpus: &Corpus) -> Result<()> {
+    let t = &config.train;
+    let need = t
+        .batch_size
+        .checked_mul(t.num_steps)
+        .and_then(|n| n.checked_add(1))
+        .with_context(|| {
+            format!(
+                "train.batch_size {} x train.num_steps {} overflows",
+                t.batch_size, t.num_steps
+            )
+        })?;
+    if t.truncation != Truncation::Full && corpus.len() < need {
+        bail!(
+            "the training split has {} tokens, fewer than one minibatch needs (train.batch_size {} x train.num_steps {} + 1 = {need}); use more text or smaller minibatches",
+            corpus.len(),
+            t.batch_size,
+            t.num_steps
+        );
+    }
+    for (name, split) in [("validation", &corpus.valid), ("test", &corpus.test)] {
+        if !split.is_empty() && split.len() < 2 * t.eval_batch_size {
+            bail!(
+                "the {name} split has {} tokens, fewer than two for each of train.eval_batch_size = {} rows; lower it or give the split more text",
+                split.len(),
+                t.eval_batch_size
+            );
+        }
+    }
+    Ok(())
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    (!v.is_empty()).then(|| v[v.len() / 2])
 }
 
 impl Session<'_> {
@@ -183,25 +284,62 @@ impl Session<'_> {
             .collect()
     }
 
+    /// Perplexity on a held-out split (`None` when the corpus has none).
+    fn score(&self, model: &Model, split: &[usize]) -> Result<Option<f64>> {
+        if split.is_empty() {
+            return Ok(None);
+        }
+        let t = &self.config.train;
+        Ok(Some(perplexity_of(
+            model,
+            split,
+            t.eval_batch_size,
+            t.num_steps,
+            self.device,
+        )?))
+    }
+
+    /// Validation after `step` minibatches: a metrics row, and `best/` when it improved.
+    fn validate(
+        &self,
+        model: &Model,
+        progress: &mut Progress,
+        row: EpochMetrics,
+    ) -> Result<EpochMetrics> {
+        let valid = self.score(model, &self.corpus.valid)?;
+        if let Some(v) = valid
+            && progress.best.is_none_or(|b| v < b.valid_perplexity)
+        {
+            let best = Best {
+                epoch: row.epoch,
+                step: row.step,
+                valid_perplexity: v,
+            };
+            self.run.save_best(model, &best)?;
+            progress.best = Some(best);
+        }
+        Ok(EpochMetrics {
+            valid_perplexity: valid,
+            ..row
+        })
+    }
+
     pub fn train(&self) -> Result<Summary> {
         let (config, t) = (self.config, &self.config.train);
+        check_corpus(config, self.corpus)?;
         let model_config = config.model_config(self.corpus.vocab.len());
         let (mut model, mut optimizer, mut progress) = if self.resume {
-            let c =
-                self.run
-                    .load_checkpoint(&model_config, new_optimizer(t.optimizer), self.device)?;
+            let c = self
+                .run
+                .load_checkpoint(&model_config, new_optimizer(t), self.device)?;
             (c.model, c.optimizer, c.progress)
         } else {
             self.run
                 .write_header(config, &self.corpus.vocab, &model_config)?;
-            let progress = Progress {
-                epoch: 0,
-                metrics: Vec::new(),
-            };
             (
                 model_config.init(t.seed, self.device)?,
-                new_optimizer(t.optimizer),
-                progress,
+                new_optimizer(t),
+                Progress::new(t.lr),
             )
         };
         let title = self
@@ -212,40 +350,82 @@ impl Session<'_> {
         let bar = self.output == Output::Auto && std::io::stderr().is_terminal();
         let mut interrupted = false;
 
-        let cut = holdout_start(self.corpus.len(), config.data.holdout);
-        let train_part = Corpus {
-            indices: self.corpus.indices[..cut].to_vec(),
-            vocab: self.corpus.vocab.clone(),
-            token: self.corpus.token,
-        };
         for epoch in progress.epoch..t.num_epochs {
+            let started = Instant::now();
+            let lr = progress.lr;
+            let best_before = progress.best.map(|b| b.valid_perplexity);
+            let elapsed = progress.seconds;
+            let first_step = progress.step;
+            let last_checkpoint = progress.epoch;
+            let mut hook = |m: &Model, minibatches: usize, train: EpochTrain| -> Result<()> {
+                let row = EpochMetrics {
+                    epoch: epoch + 1,
+                    step: first_step + minibatches,
+                    perplexity: train.perplexity,
+                    valid_perplexity: None,
+                    lr,
+                    tokens_per_sec: train.tokens_per_sec,
+                    seconds: elapsed + started.elapsed().as_secs_f64(),
+                };
+                let row = self.validate(m, &mut progress, row)?;
+                progress.metrics.push(row);
+                self.run.write_metrics(&progress.metrics, &title)
+            };
+            let hook: Option<EvalHook> = (!self.corpus.valid.is_empty()).then_some(&mut hook);
             let (trained, outcome) = train_epoch(
                 model,
                 &mut optimizer,
-                t,
-                &train_part,
+                config,
+                lr,
+                &self.corpus.indices,
                 self.device,
                 self.engine,
                 epoch,
                 self.stop,
+                hook,
             )
             .with_context(|| {
                 format!(
-                    "the last good checkpoint (epoch {}) is kept in {}",
-                    progress.epoch,
+                    "the last good checkpoint (epoch {last_checkpoint}) is kept in {}",
                     self.run.path.display()
                 )
             })?;
             model = trained;
-            let Some(m) = outcome else {
+            let Some(train) = outcome else {
                 interrupted = true;
                 break;
             };
+            progress.step += train.minibatches;
+            let row = EpochMetrics {
+                epoch: epoch + 1,
+                step: progress.step,
+                perplexity: train.perplexity,
+                valid_perplexity: None,
+                lr,
+                tokens_per_sec: train.tokens_per_sec,
+                seconds: 0.0,
+            };
+            let mut m = self.validate(&model, &mut progress, row)?;
+            let improved = match (progress.best, best_before) {
+                (Some(b), Some(before)) => b.valid_perplexity < before,
+                (best, _) => best.is_some(),
+            };
+            progress.epochs_without_improvement = if improved {
+                0
+            } else {
+                progress.epochs_without_improvement + 1
+            };
+            progress.lr = next_lr(t, lr, epoch + 1, improved);
+            progress.seconds += started.elapsed().as_secs_f64();
+            m.seconds = progress.seconds;
             progress.metrics.push(m);
             progress.epoch = epoch + 1;
             self.run.write_metrics(&progress.metrics, &title)?;
+            let valid = m
+                .valid_perplexity
+                .map_or(String::new(), |v| format!(", valid {v:.3}"));
             let line = format!(
-                "epoch {}, perplexity {:.3}, {:.1} tokens/sec",
+                "epoch {}, perplexity {:.3}{valid}, {:.1} tokens/sec",
                 m.epoch, m.perplexity, m.tokens_per_sec
             );
             if bar {
@@ -254,6 +434,7 @@ impl Session<'_> {
             } else if self.output == Output::Auto {
                 println!("{line}");
             }
+            let early_stop = t.patience > 0 && progress.epochs_without_improvement >= t.patience;
             if m.epoch.is_multiple_of(t.predict_every) {
                 if bar {
                     eprintln!();
@@ -266,8 +447,18 @@ impl Session<'_> {
                     self.say(&format!(" - {p}"))?;
                 }
             }
-            if m.epoch.is_multiple_of(t.checkpoint_every) || m.epoch == t.num_epochs {
+            if m.epoch.is_multiple_of(t.checkpoint_every) || m.epoch == t.num_epochs || early_stop {
                 self.run.save_checkpoint(&model, &optimizer, &progress)?;
+            }
+            if early_stop {
+                if bar {
+                    eprintln!();
+                }
+                self.say(&format!(
+                    "stopping early: no better validation perplexity for {} epochs (train.patience)",
+                    t.patience
+                ))?;
+                break;
             }
         }
         if bar {
@@ -282,41 +473,71 @@ impl Session<'_> {
             return Ok(Summary {
                 metrics: progress.metrics,
                 predictions: Vec::new(),
-                heldout_perplexity: None,
+                run: None,
                 interrupted,
             });
         }
         let predictions = self.predictions(&model)?;
-        if let Some(last) = progress.metrics.last() {
-            let recent = &progress.metrics[progress.metrics.len().saturating_sub(10)..];
-            let speed = recent.iter().map(|m| m.tokens_per_sec).sum::<f64>() / recent.len() as f64;
+        let epoch_rows: Vec<&EpochMetrics> = progress
+            .metrics
+            .iter()
+            .filter(|m| {
+                progress
+                    .metrics
+                    .iter()
+                    .all(|n| n.epoch != m.epoch || n.step <= m.step)
+            })
+            .collect();
+        let speed = median(epoch_rows.iter().map(|m| m.tokens_per_sec).collect());
+        if let Some(last) = epoch_rows.last() {
             self.say(&format!(
                 "perplexity {:.1}, {:.1} tokens/sec on {}",
-                last.perplexity, speed, self.device_name
+                last.perplexity,
+                speed.unwrap_or(0.0),
+                self.device_name
             ))?;
         }
         for p in &predictions {
             self.say(p)?;
         }
-        let heldout_perplexity = (cut < self.corpus.len()).then(|| {
-            // The tail is scored from the last training token on, as the n-gram baseline is.
-            perplexity_of(
-                &model,
-                &self.corpus.indices[cut - 1..],
-                t.num_steps,
-                self.device,
-            )
-        });
-        if let Some(ppl) = heldout_perplexity {
+        // The test split is scored with the best model by validation (else the last one).
+        let test_perplexity = if self.corpus.test.is_empty() {
+            None
+        } else {
+            let scored = match progress.best {
+                Some(_) => Model::load(&model_config, &self.run.file("best"), self.device)?,
+                None => model.clone(),
+            };
+            self.score(&scored, &self.corpus.test)?
+        };
+        if let Some(b) = progress.best {
             self.say(&format!(
-                "held-out perplexity {ppl:.3} on the last {} tokens",
-                self.corpus.len() - cut
+                "best validation perplexity {:.3} at epoch {}",
+                b.valid_perplexity, b.epoch
             ))?;
         }
+        if let Some(ppl) = test_perplexity {
+            self.say(&format!(
+                "test perplexity {ppl:.3} on {} tokens",
+                self.corpus.test.len()
+            ))?;
+        }
+        let summary = RunSummary {
+            epochs_completed: progress.epoch,
+            train_perplexity: epoch_rows.last().map(|m| m.perplexity),
+            valid_perplexity: epoch_rows.last().and_then(|m| m.valid_perplexity),
+            best_valid_perplexity: progress.best.map(|b| b.valid_perplexity),
+            best_epoch: progress.best.map(|b| b.epoch),
+            test_perplexity,
+            tokens_per_sec: speed,
+            parameters: model.num_params(),
+            wall_seconds: progress.seconds,
+        };
+        self.run.write_summary(&summary)?;
         Ok(Summary {
             metrics: progress.metrics,
             predictions,
-            heldout_perplexity,
+            run: Some(summary),
             interrupted,
         })
     }

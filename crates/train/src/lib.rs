@@ -1,5 +1,5 @@
-//! Training for rnnlm: experiment configs (`config.rs`), the chapter-8 training loop
-//! (`learner.rs`), run directories with crash-safe checkpoints (`run_dir.rs`), and the
+//! Training for rnnlm: experiment configs (`config.rs`), the training loop with validation,
+//! schedules and the test score (`learner.rs`), run directories with crash-safe checkpoints (`run_dir.rs`), and the
 //! sine-wave autoregression of section 8.1 (`sine.rs`).
 
 mod config;
@@ -10,8 +10,13 @@ mod sine;
 mod tests;
 
 pub use config::{
-    DataConfig, ModelSection, Optimizer, StateMode, TrainConfig, TrainSection, Truncation,
+    DataConfig, ModelSection, Optimizer, Schedule, StateMode, TrainConfig, TrainSection, Truncation,
 };
-pub use learner::{Output, Session, Summary, holdout_start, new_optimizer, train_epoch};
-pub use run_dir::{Checkpoint, EpochMetrics, Existing, Progress, RunDir};
+pub use learner::{
+    EpochTrain, EvalHook, Output, Session, Summary, check_corpus, new_optimizer, next_lr,
+    train_epoch,
+};
+pub use run_dir::{
+    Best, Checkpoint, EpochMetrics, Existing, METRICS_COLUMNS, Progress, RunDir, RunSummary,
+};
 pub use sine::{SineConfig, SineReport, run_sine};

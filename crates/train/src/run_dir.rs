@@ -17,21 +17,81 @@ use serde::{Deserialize, Serialize};
 
 use crate::TrainConfig;
 
-/// One row of `metrics.csv`.
+/// One row of `metrics.csv`: the end of an epoch, or a validation within one
+/// (`train.eval_every`). `METRICS_COLUMNS` names the columns in this order.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
+    /// The epoch the row belongs to (1-based).
     pub epoch: usize,
+    /// Minibatches trained since the run began.
+    pub step: usize,
+    /// Training perplexity over the epoch's minibatches so far.
     pub perplexity: f64,
+    /// On the whole validation split; `None` when the corpus has none.
+    pub valid_perplexity: Option<f64>,
+    /// The learning rate these minibatches used.
+    pub lr: f64,
+    /// Training tokens over training time (evaluation excluded).
     pub tokens_per_sec: f64,
+    /// Wall-clock seconds since the run began (resumed runs continue the count).
     pub seconds: f64,
 }
 
-/// What a checkpoint restores besides the weights and the optimizer state.
+pub const METRICS_COLUMNS: &str =
+    "epoch,step,perplexity,valid_perplexity,lr,tokens_per_sec,seconds";
+
+/// The lowest validation perplexity so far, kept in `best/`.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Best {
+    pub epoch: usize,
+    pub step: usize,
+    pub valid_perplexity: f64,
+}
+
+/// What a checkpoint restores besides the weights and the optimizer state: everything
+/// that makes a resumed run equal an uninterrupted one.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Progress {
     /// Completed epochs; the next epoch's sampler rng is derived from `train.seed` and this.
     pub epoch: usize,
+    pub step: usize,
     pub metrics: Vec<EpochMetrics>,
+    /// The learning rate of the next epoch (the schedule's state).
+    pub lr: f64,
+    pub best: Option<Best>,
+    /// Epochs since the validation perplexity last improved (for `train.patience`).
+    pub epochs_without_improvement: usize,
+    pub seconds: f64,
+}
+
+impl Progress {
+    pub fn new(lr: f64) -> Self {
+        Self {
+            epoch: 0,
+            step: 0,
+            metrics: Vec::new(),
+            lr,
+            best: None,
+            epochs_without_improvement: 0,
+            seconds: 0.0,
+        }
+    }
+}
+
+/// `summary.json`: how a run ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RunSummary {
+    pub epochs_completed: usize,
+    pub train_perplexity: Option<f64>,
+    pub valid_perplexity: Option<f64>,
+    pub best_valid_perplexity: Option<f64>,
+    pub best_epoch: Option<usize>,
+    /// The best model's (the last model's without a validation split).
+    pub test_perplexity: Option<f64>,
+    /// Median over epochs.
+    pub tokens_per_sec: Option<f64>,
+    pub parameters: usize,
+    pub wall_seconds: f64,
 }
 
 pub struct Checkpoint {
@@ -144,30 +204,118 @@ impl RunDir {
         Ok((config, vocab, model_config, model))
     }
 
-    /// Rewrites `metrics.csv` and `perplexity.svg` from all epochs so far.
+    /// Rewrites `metrics.csv` and `perplexity.svg` from all rows so far.
     pub fn write_metrics(&self, metrics: &[EpochMetrics], title: &str) -> Result<()> {
-        let mut csv = String::from("epoch,perplexity,tokens_per_sec,seconds\n");
+        let mut csv = format!("{METRICS_COLUMNS}\n");
         for m in metrics {
+            let valid = m.valid_perplexity.map_or(String::new(), |v| v.to_string());
             csv.push_str(&format!(
-                "{},{},{},{}\n",
-                m.epoch, m.perplexity, m.tokens_per_sec, m.seconds
+                "{},{},{},{valid},{},{},{}\n",
+                m.epoch, m.step, m.perplexity, m.lr, m.tokens_per_sec, m.seconds
             ));
         }
         atomic_write(&self.file("metrics.csv"), csv.as_bytes())?;
+        // Rows within an epoch sit at their fraction of it.
+        let steps_per_epoch = metrics
+            .iter()
+            .filter(|m| m.epoch == 1)
+            .map(|m| m.step)
+            .max()
+            .unwrap_or(1)
+            .max(1) as f64;
+        let x = |m: &EpochMetrics| m.step as f64 / steps_per_epoch;
+        let mut series = vec![rnnlm_plot::Series {
+            label: "train".into(),
+            points: metrics.iter().map(|m| (x(m), m.perplexity)).collect(),
+        }];
+        let valid: Vec<(f64, f64)> = metrics
+            .iter()
+            .filter_map(|m| Some((x(m), m.valid_perplexity?)))
+            .collect();
+        if !valid.is_empty() {
+            series.push(rnnlm_plot::Series {
+                label: "valid".into(),
+                points: valid,
+            });
+        }
         let chart = rnnlm_plot::Chart {
             title: title.to_string(),
             x_label: "epoch".into(),
             y_label: "perplexity".into(),
-            series: vec![rnnlm_plot::Series {
-                label: "train".into(),
-                points: metrics
-                    .iter()
-                    .map(|m| (m.epoch as f64, m.perplexity))
-                    .collect(),
-            }],
+            series,
             ..Default::default()
         };
         chart.save(&self.file("perplexity.svg"))?;
+        Ok(())
+    }
+
+    /// Reads `metrics.csv` back (the columns found by their names in the header).
+    pub fn read_metrics(&self) -> Result<Vec<EpochMetrics>> {
+        let path = self.file("metrics.csv");
+        let text =
+            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
+        let mut lines = text.lines();
+        let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
+        if header != METRICS_COLUMNS.split(',').collect::<Vec<_>>() {
+            bail!(
+                "{}: expected the columns {METRICS_COLUMNS}, found {}",
+                path.display(),
+                header.join(",")
+            );
+        }
+        lines
+            .enumerate()
+            .map(|(i, line)| {
+                let bad = || format!("{}: bad row {}: `{line}`", path.display(), i + 2);
+                let cols: Vec<&str> = line.split(',').collect();
+                if cols.len() != header.len() {
+                    bail!(bad());
+                }
+                let num = |k: usize| -> Result<f64> { cols[k].parse().with_context(bad) };
+                Ok(EpochMetrics {
+                    epoch: cols[0].parse().with_context(bad)?,
+                    step: cols[1].parse().with_context(bad)?,
+                    perplexity: num(2)?,
+                    valid_perplexity: if cols[3].is_empty() {
+                        None
+                    } else {
+                        Some(num(3)?)
+                    },
+                    lr: num(4)?,
+                    tokens_per_sec: num(5)?,
+                    seconds: num(6)?,
+                })
+            })
+            .collect()
+    }
+
+    /// Writes the model with the lowest validation perplexity into `best/`.
+    pub fn save_best(&self, model: &Model, best: &Best) -> Result<()> {
+        let dir = self.file("best");
+        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        model.save(&dir)?;
+        atomic_write(
+            &dir.join("best.json"),
+            serde_json::to_string(best)?.as_bytes(),
+        )?;
+        Ok(())
+    }
+
+    /// The `best/` model when the run has one, else the last checkpoint's.
+    pub fn best_or_latest(&self) -> Result<PathBuf> {
+        let best = self.file("best");
+        if best.join("model.bpk").exists() {
+            Ok(best)
+        } else {
+            self.latest_checkpoint()
+        }
+    }
+
+    pub fn write_summary(&self, summary: &RunSummary) -> Result<()> {
+        atomic_write(
+            &self.file("summary.json"),
+            serde_json::to_string_pretty(summary)?.as_bytes(),
+        )?;
         Ok(())
     }
 

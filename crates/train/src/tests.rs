@@ -10,11 +10,11 @@ use std::sync::atomic::AtomicBool;
 use burn::tensor::{Device, TensorData};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rnnlm_data::{Corpus, Sampler, TokenKind, Vocab, epoch_batches};
+use rnnlm_data::{Sampler, epoch_batches};
 use rnnlm_model::tensors::NamedTensors;
 use rnnlm_model::{Engine, Model, ModelConfig, ModelKind};
 
-use crate::{StateMode, TrainSection, new_optimizer, train_epoch};
+use crate::{StateMode, TrainConfig, TrainSection, new_optimizer, train_epoch};
 
 const V: usize = 5;
 const H: usize = 3;
@@ -153,11 +153,6 @@ fn one_epoch_equals_the_float64_bptt_reference_with_and_without_carried_state_on
         b_q: init(V, &mut rng),
     };
     let text: Vec<usize> = (0..60).map(|i| (i * i + 3 * i) % V).collect();
-    let corpus = Corpus {
-        indices: text.clone(),
-        vocab: Vocab::new(["a", "b", "c", "d"], 0, &[]),
-        token: TokenKind::Char,
-    };
     let mut losses = Vec::new();
     let runs =
         [StateMode::Carry, StateMode::Reset].map(|s| [(s, Engine::Autodiff), (s, Engine::Fused)]);
@@ -170,6 +165,10 @@ fn one_epoch_equals_the_float64_bptt_reference_with_and_without_carried_state_on
             lr: 0.7,
             theta: 0.5,
             seed: 11,
+            ..Default::default()
+        };
+        let config = TrainConfig {
+            train: t.clone(),
             ..Default::default()
         };
         let mut named = NamedTensors::default();
@@ -193,13 +192,15 @@ fn one_epoch_equals_the_float64_bptt_reference_with_and_without_carried_state_on
             .unwrap();
         let (_, metrics) = train_epoch(
             model,
-            &mut new_optimizer(t.optimizer),
-            &t,
-            &corpus,
+            &mut new_optimizer(&t),
+            &config,
+            t.lr,
+            &text,
             &device,
             engine,
             0,
             &AtomicBool::new(false),
+            None,
         )
         .unwrap();
         let got = metrics.unwrap().perplexity;
