@@ -110,24 +110,40 @@ pub fn run(args: &CheckArgs) -> Result<()> {
     } else {
         &["f32"]
     };
-    let cases = [
+    // The chapter-8 fixtures on both engines; the gated lm ones (LSTM, GRU, embeddings,
+    // tied) on the autodiff engine, the one that covers them.
+    let chapter8 = [
         "scratch_small",
         "scratch_small_clip",
         "concise_small",
         "concise_small_clip",
-    ];
-    for case in cases {
+    ]
+    .map(|c| (fixtures.join(c), ["autodiff", "fused"].as_slice()));
+    let lm = [
+        "lstm_small",
+        "lstm_small_tied_clip",
+        "gru_small",
+        "gru_onehot_clip",
+        "rnn_relu_small",
+    ]
+    .map(|c| (fixtures.join("lm").join(c), ["autodiff"].as_slice()));
+    for (case, engines) in chapter8.iter().chain(&lm) {
         for dtype in dtypes {
-            for engine in ["autodiff", "fused"] {
+            for engine in *engines {
                 let (atol, rtol) = if *dtype == "f64" {
                     ("1e-10", "1e-9")
                 } else {
                     ("1e-5", "1e-4")
                 };
-                let expected =
-                    fixtures.join(format!("{case}.expected.float{}.safetensors", &dtype[1..]));
-                let input = fixtures.join(format!("{case}.safetensors"));
-                let output = out.join(format!("{case}.{dtype}.safetensors"));
+                let at = |suffix: &str| {
+                    let mut p = case.clone().into_os_string();
+                    p.push(suffix);
+                    PathBuf::from(p)
+                };
+                let expected = at(&format!(".expected.float{}.safetensors", &dtype[1..]));
+                let input = at(".safetensors");
+                let name = case.file_name().unwrap_or_default().to_string_lossy();
+                let output = out.join(format!("{name}.{dtype}.safetensors"));
                 xtask(&strings(&[
                     "parity",
                     "--input",

@@ -126,6 +126,45 @@ fn parity_matches_the_shared_pytorch_fixtures_in_f32_and_f64() {
 }
 
 #[test]
+fn parity_matches_the_lm_fixtures_in_f32_and_f64() {
+    // LSTM, GRU and relu language models: embeddings, one-hot input, two layers, a tied
+    // decoder; the model, theta and lr come from each fixture's metadata.
+    let dir = tmp("lm-parity");
+    let lm = shared().join("fixtures/lm");
+    let mut cases: Vec<String> = std::fs::read_dir(&lm)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            let case = name.strip_suffix(".safetensors")?;
+            (!case.contains(".expected")).then(|| case.to_string())
+        })
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 5, "{cases:?}");
+    for case in &cases {
+        for (dtype, atol, rtol) in [("f32", "1e-5", "1e-4"), ("f64", "1e-10", "1e-9")] {
+            let expected = lm.join(format!("{case}.expected.float{}.safetensors", &dtype[1..]));
+            let out = ok(&[
+                "parity",
+                "--input",
+                s(&lm.join(format!("{case}.safetensors"))),
+                "--output",
+                s(&dir.join(format!("{case}.{dtype}.safetensors"))),
+                "--dtype",
+                dtype,
+                "--expected",
+                s(&expected),
+                "--atol",
+                atol,
+                "--rtol",
+                rtol,
+            ]);
+            assert!(out.contains("matches"), "{case} {dtype}: {out}");
+        }
+    }
+}
+
+#[test]
 fn parity_holds_at_the_book_sizes() {
     // Fixtures made by tools/pytorch/make_book_fixtures.py with the book's PyTorch code.
     let dir = tmp("book-parity");
@@ -217,7 +256,10 @@ fn corpus_report_json_as_the_book_prints() {
     );
     fails(
         &["corpus", "--dataset", "war-and-peace"],
-        &["war-and-peace", "jaychou-lyrics, ptb, time-machine, tinyshakespeare"],
+        &[
+            "war-and-peace",
+            "jaychou-lyrics, ptb, time-machine, tinyshakespeare",
+        ],
     );
 }
 

@@ -515,10 +515,45 @@ mod tests {
         assert!(err("", &["train.lr=-1"]).contains("train.lr = -1"));
         assert!(err("", &["train.num_steps=0"]).contains("train.num_steps = 0"));
         assert!(err("", &["train.sampler=shuffled"]).contains("sampler"));
-        assert!(err("", &["model.num_layers=2"]).contains("concise"));
+        assert!(err("", &["model.num_layers=2"]).contains("\"concise\" or \"lm\""));
         assert!(err("", &["train"]).contains("key=value"));
         assert!(err("", &["train.sampler=random"]).contains("reset"));
         assert!(err("", &["train.engine=jit"]).contains("engine"));
+        let lm = |extra: &[&str]| {
+            let mut set = vec!["model.kind=lm", "model.cell=lstm"];
+            set.extend_from_slice(extra);
+            err("", &set)
+        };
+        assert!(lm(&["model.cell=transformer"]).contains("cell"));
+        assert!(
+            lm(&["model.dropout=1.0"])
+                .contains("model.dropout = 1: must be a probability in [0, 1)")
+        );
+        assert!(lm(&["model.dropout=-0.1"]).contains("model.dropout = -0.1"));
+        assert!(lm(&["model.num_layers=0"]).contains("model.num_layers = 0"));
+        let tied = lm(&["model.tied=true", "model.embedding_dim=100"]);
+        assert!(
+            tied.contains("model.tied = true needs model.embedding_dim == model.num_hiddens"),
+            "{tied}"
+        );
+        assert!(lm(&["model.init_range=0", "model.init=uniform"]).contains("model.init_range = 0"));
+        assert!(
+            err("", &["model.kind=concise", "model.dropout=0.5"])
+                .contains("belong to model.kind = \"lm\"")
+        );
+        assert!(lm(&["model.cell=gru", "model.forget_bias=1.0"]).contains("forget_bias"));
+        let fractions = err("", &["data.valid_fraction=0.5", "data.test_fraction=0.5"]);
+        assert!(fractions.contains("must sum to less than 1"), "{fractions}");
+        assert!(err("", &["data.test_fraction=1.5"]).contains("data.test_fraction = 1.5"));
+        assert!(err("", &["data.eos=true"]).contains("data.eos = true needs data.token"));
+        assert!(err("", &["data.valid=\"v.txt\""]).contains("need data.train"));
+        assert!(err("", &["train.optimizer=lbfgs"]).contains("optimizer"));
+        assert!(err("", &["train.schedule=cosine"]).contains("schedule"));
+        assert!(err("", &["train.momentum=1"]).contains("train.momentum = 1"));
+        assert!(err("", &["train.clip_value=-5"]).contains("train.clip_value = -5"));
+        assert!(err("", &["train.eval_batch_size=0"]).contains("train.eval_batch_size = 0"));
+        // An old key that was replaced is an error naming it.
+        assert!(err("", &["data.holdout=0.1"]).contains("holdout"));
         let both_ways = [
             "model.kind=concise",
             "model.bidirectional=true",

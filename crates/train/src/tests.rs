@@ -237,3 +237,50 @@ fn one_epoch_equals_the_float64_bptt_reference_with_and_without_carried_state_on
     // Carrying the state across minibatches changes the loss; resetting it is a different run.
     assert!((losses[0] - losses[2]).abs() > 1e-4, "{losses:?}");
 }
+
+#[test]
+fn schedules_follow_their_definitions() {
+    use crate::{Schedule, next_lr};
+    // Zaremba et al.: the rate of epoch e is 20 * 0.5^max(e - 4, 0); char-rnn's rule with
+    // decay 0.5 after epoch 4 gives the same.
+    let t = TrainSection {
+        schedule: Schedule::Exponential,
+        lr: 20.0,
+        lr_decay: 0.5,
+        lr_decay_after: 4,
+        ..Default::default()
+    };
+    let mut lr = t.lr;
+    for e in 1..=13 {
+        assert_eq!(lr, 20.0 * 0.5f64.powi((e - 4).max(0)), "epoch {e}");
+        lr = next_lr(&t, lr, e as usize, true);
+    }
+    // word_language_model: divide by 4 after an epoch that did not improve.
+    let t = TrainSection {
+        schedule: Schedule::Plateau,
+        ..Default::default()
+    };
+    assert_eq!(next_lr(&t, 20.0, 3, true), 20.0);
+    assert_eq!(next_lr(&t, 20.0, 3, false), 5.0);
+    // Step: x0.1 after every third epoch.
+    let t = TrainSection {
+        schedule: Schedule::Step,
+        lr_decay: 0.1,
+        lr_step: 3,
+        ..Default::default()
+    };
+    let rates: Vec<f64> = (1..=7)
+        .scan(1.0, |lr, e| {
+            let now = *lr;
+            *lr = next_lr(&t, *lr, e, false);
+            Some(now)
+        })
+        .collect();
+    let want = [1.0, 1.0, 1.0, 0.1, 0.1, 0.1, 0.01];
+    assert!(
+        rates.iter().zip(want).all(|(a, b)| (a - b).abs() < 1e-15),
+        "{rates:?}"
+    );
+    let none = TrainSection::default();
+    assert_eq!(next_lr(&none, 0.3, 50, false), 0.3);
+}
