@@ -802,3 +802,48 @@ fn the_float32_tanh_is_within_8_ulp_everywhere() {
     }
     assert!(worst <= 8.0, "worst error {worst} ulp");
 }
+
+#[test]
+fn dropout_zeroes_p_of_the_values_scales_the_rest_and_repeats_with_its_seed() {
+    let device = device();
+    let ones = || Tensor::<2>::ones([200, 100], &device);
+    let p = 0.3;
+    let values: Vec<f64> = Dropout::new(p, 5)
+        .apply(ones())
+        .into_data()
+        .iter::<f64>()
+        .collect();
+    let zeros = values.iter().filter(|&&v| v == 0.0).count() as f64 / values.len() as f64;
+    // 20,000 draws: the zero fraction's standard deviation is sqrt(p (1 - p) / n) = 0.0032.
+    assert!((zeros - p).abs() < 0.015, "zero fraction {zeros}");
+    let kept = 1.0 / (1.0 - p);
+    assert!(values.iter().all(|&v| v == 0.0 || (v - kept).abs() < 1e-6));
+    let again: Vec<f64> = Dropout::new(p, 5)
+        .apply(ones())
+        .into_data()
+        .iter::<f64>()
+        .collect();
+    assert_eq!(values, again);
+    // In a model: evaluation (no masks) is deterministic, training draws differ by seed.
+    let config = ModelConfig::new(ModelKind::Lm, 7, 6)
+        .with_cell(CellKind::Lstm)
+        .with_num_layers(2)
+        .with_embedding_dim(6)
+        .with_tied(true)
+        .with_dropout(0.5);
+    let model = config.init(3, &device).unwrap();
+    let x = tokens(&[1, 2, 3, 4, 5, 6], [2, 3], &device);
+    let run = |dropout: Option<&mut Dropout>| -> Vec<f64> {
+        let state = model.begin_state(2, &device);
+        let (logits, _) = model.forward_with(x.clone(), state, &mut |_, s| s, dropout);
+        logits.into_data().iter::<f64>().collect()
+    };
+    let plain = run(None);
+    assert_eq!(plain, run(None));
+    assert_eq!(plain, run(Some(&mut Dropout::new(0.0, 9))));
+    assert_ne!(plain, run(Some(&mut Dropout::new(0.5, 9))));
+    assert_eq!(
+        run(Some(&mut Dropout::new(0.5, 9))),
+        run(Some(&mut Dropout::new(0.5, 9)))
+    );
+}
