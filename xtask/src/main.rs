@@ -39,10 +39,14 @@ enum Command {
     Seqmodel(seqmodel::SeqmodelArgs),
     /// Train a model from an experiment config.
     Train(train::TrainArgs),
-    /// Perplexity of a trained model on its corpus or another text.
+    /// Perplexity of a trained model on a split of its corpus or another text.
     Eval(train::EvalArgs),
-    /// Continue a prefix with a trained model.
+    /// Continue a prefix with a trained model (streamed; greedy or sampled).
     Generate(train::GenerateArgs),
+    /// Write a run's model as safetensors under PyTorch `state_dict` names.
+    Export(train::ExportArgs),
+    /// Make a run directory from a safetensors model (e.g. trained in PyTorch).
+    Import(train::ImportArgs),
     /// Gradient norms through time of one minibatch, trained vs untrained, tanh vs relu (book 8.7).
     BpttReport(bptt::BpttArgs),
     /// Install, build and check another backend: parity fixtures, two epochs, generation.
@@ -68,6 +72,8 @@ fn main() {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => train::eval(args),
         Command::Generate(args) => train::generate(args),
+        Command::Export(args) => train::export(args),
+        Command::Import(args) => train::import(args),
         Command::Bench(args) => bench::run(args),
         Command::BpttReport(args) => bptt::run(args),
         Command::CheckBackend(args) => check_backend::run(args),

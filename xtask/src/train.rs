@@ -6,7 +6,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result, bail};
 use clap::Args;
-use rnnlm_model::{Decoding, predict_ch8};
+use rnnlm_model::{
+    Decoding, Model, generate as generate_tokens, prefix_tokens, token_text, unknown_tokens,
+};
 use rnnlm_train::{Existing, Output, RunDir, Session, TrainConfig, check_corpus};
 
 use crate::backend::DeviceArgs;
@@ -183,9 +185,14 @@ pub struct GenerateArgs {
     /// Run directory written by `cargo xtask train`.
     #[arg(long)]
     pub checkpoint: PathBuf,
-    /// Text to warm up on (characters, or words for a word-level run).
-    #[arg(long)]
+    /// Text to warm up on (characters, or words for a word-level run); empty: start of a
+    /// line (`<eos>` for words, a line break for characters).
+    #[arg(long, default_value = "", conflicts_with = "prime_file")]
     pub prefix: String,
+    /// Read the prefix from a UTF-8 file instead.
+    #[arg(long)]
+    pub prime_file: Option<PathBuf>,
+    /// Tokens to generate (characters or words).
     #[arg(long, default_value_t = 50)]
     pub num_preds: usize,
     /// Sample from softmax(logits / T) instead of the book's greedy argmax.
@@ -194,38 +201,102 @@ pub struct GenerateArgs {
     /// Sample only among the K most likely tokens (implies sampling).
     #[arg(long)]
     pub top_k: Option<usize>,
-    /// Seed of the sampler.
+    /// Sample only among the most likely tokens whose probability reaches P (nucleus).
+    #[arg(long)]
+    pub top_p: Option<f64>,
+    /// Seed of the sampler (sample i uses seed + i).
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Independent samples, one after another.
+    #[arg(long, default_value_t = 1)]
+    pub num_samples: usize,
+    /// Which weights: `best` (the default when the run has them) or `latest`.
+    #[arg(long)]
+    pub weights: Option<String>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
 
+/// The weights `--weights` names: `best/`, or the last checkpoint.
+fn weights_dir(run: &RunDir, weights: Option<&str>) -> Result<PathBuf> {
+    match weights {
+        None => run.best_or_latest(),
+        Some("best") => Ok(run.file("best")),
+        Some("latest") => run.latest_checkpoint(),
+        Some(other) => bail!("--weights {other}: expected `best` or `latest`"),
+    }
+}
+
+/// Streams each sample to stdout token by token; Ctrl-C ends it cleanly.
 pub fn generate(args: &GenerateArgs) -> Result<()> {
+    use std::io::Write;
     let run = RunDir::open(&args.checkpoint, Existing::Resume)
         .with_context(|| format!("cannot open checkpoint {}", args.checkpoint.display()))?;
     let (device, _) = args.device.device()?;
-    let (config, vocab, _, model) = run.load_trained(&device)?;
-    let decoding = match (args.temperature, args.top_k) {
-        (None, None) => Decoding::Greedy,
-        (t, k) => Decoding::sample(t.unwrap_or(1.0), k, args.seed)?,
-    };
-    let p = predict_ch8(
-        &args.prefix,
-        args.num_preds,
-        &model,
-        &vocab,
-        config.data.token,
-        &decoding,
+    let (config, vocab, model_config, _) = run.load_trained(&device)?;
+    let model = Model::load(
+        &model_config,
+        &weights_dir(&run, args.weights.as_deref())?,
         &device,
     )?;
-    if !p.unknown.is_empty() {
-        eprintln!(
-            "warning: not in the vocabulary, read as <unk>: {:?}",
-            p.unknown
-        );
+    let prefix = match &args.prime_file {
+        Some(path) => std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read --prime-file {}", path.display()))?,
+        None => args.prefix.clone(),
+    };
+    let kind = config.data.token;
+    let tokens = prefix_tokens(&prefix, kind, &vocab);
+    let unknown = unknown_tokens(&tokens, &vocab);
+    if !unknown.is_empty() {
+        eprintln!("warning: not in the vocabulary, read as <unk>: {unknown:?}");
     }
-    println!("{}", p.text);
+    let indices: Vec<usize> = tokens.iter().map(|t| vocab.index(t)).collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    ctrlc::set_handler(move || flag.store(true, Ordering::SeqCst))?;
+    let sampling = args.temperature.is_some() || args.top_k.is_some() || args.top_p.is_some();
+    let mut out = std::io::stdout().lock();
+    for i in 0..args.num_samples {
+        let decoding = if sampling {
+            Decoding::sample(
+                args.temperature.unwrap_or(1.0),
+                args.top_k,
+                args.top_p,
+                args.seed.wrapping_add(i as u64),
+            )?
+        } else {
+            Decoding::Greedy
+        };
+        if i > 0 {
+            writeln!(out, "\n---")?;
+        }
+        write!(out, "{prefix}")?;
+        let mut line_start = prefix.is_empty() || prefix.ends_with('\n');
+        let mut failed = None;
+        generate_tokens(
+            &model,
+            &indices,
+            args.num_preds,
+            &decoding,
+            &device,
+            &mut |t| {
+                let token = vocab.to_token(t);
+                let text = token_text(token, kind, line_start);
+                line_start = text.ends_with('\n');
+                if let Err(e) = write!(out, "{text}").and_then(|()| out.flush()) {
+                    failed = Some(e);
+                }
+                failed.is_none() && !stop.load(Ordering::SeqCst)
+            },
+        )?;
+        if let Some(e) = failed {
+            return Err(e.into());
+        }
+        if stop.load(Ordering::SeqCst) {
+            break;
+        }
+    }
+    writeln!(out)?;
     Ok(())
 }
 
@@ -252,13 +323,8 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
     let run = RunDir::open(&args.checkpoint, Existing::Resume)?;
     let (device, _) = args.device.device()?;
     let (mut config, vocab, model_config, _) = run.load_trained(&device)?;
-    let weights = match args.weights.as_deref() {
-        None => run.best_or_latest()?,
-        Some("best") => run.file("best"),
-        Some("latest") => run.latest_checkpoint()?,
-        Some(other) => bail!("--weights {other}: expected `best` or `latest`"),
-    };
-    let model = rnnlm_model::Model::load(&model_config, &weights, &device)?;
+    let weights = weights_dir(&run, args.weights.as_deref())?;
+    let model = Model::load(&model_config, &weights, &device)?;
     let split = match &args.split {
         Some(s) => s.clone(),
         None => {
@@ -308,6 +374,111 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
         "{split} perplexity {ppl:.3} over {} tokens ({} weights, {rows} rows)",
         tokens.len(),
         weights.display()
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Run directory written by `cargo xtask train`.
+    #[arg(long)]
+    pub checkpoint: PathBuf,
+    /// The safetensors file to write.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Which weights: `best` (the default when the run has them) or `latest`.
+    #[arg(long)]
+    pub weights: Option<String>,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// Writes a run's model under its PyTorch `state_dict` names, vocab and config in the metadata.
+pub fn export(args: &ExportArgs) -> Result<()> {
+    let run = RunDir::open(&args.checkpoint, Existing::Resume)?;
+    let (device, _) = args.device.device()?;
+    let (_, vocab, model_config, _) = run.load_trained(&device)?;
+    let weights = weights_dir(&run, args.weights.as_deref())?;
+    let model = Model::load(&model_config, &weights, &device)?;
+    let tensors = rnnlm_train::interchange::export(&model, &model_config, &vocab)?;
+    tensors.write(&args.out)?;
+    println!(
+        "wrote {} ({} tensors, {} parameters, from {})",
+        args.out.display(),
+        tensors.tensors.len(),
+        model.num_params(),
+        weights.display()
+    );
+    Ok(())
+}
+
+#[derive(Debug, Args)]
+pub struct ImportArgs {
+    /// A safetensors file: an export, or a PyTorch `state_dict` with `fixtures/lm`-style
+    /// metadata (`cell`, `V`, `H`, `L`, `E`, `input`, `tied`).
+    #[arg(long)]
+    pub safetensors: PathBuf,
+    /// The vocabulary: a `vocab.json`, or a text file with one token per line in index
+    /// order, `<unk>` first [default: the file's own, for an export].
+    #[arg(long)]
+    pub vocab: Option<PathBuf>,
+    /// The run directory to create.
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Data and training settings for fine-tuning with `train --resume` (the model
+    /// section comes from the file) [default: every key's default].
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Replace an existing run directory.
+    #[arg(long)]
+    pub force: bool,
+    #[command(flatten)]
+    pub device: DeviceArgs,
+}
+
+/// Makes a run directory from a safetensors model (e.g. one trained in PyTorch).
+pub fn import(args: &ImportArgs) -> Result<()> {
+    use rnnlm_data::Vocab;
+    use rnnlm_model::tensors::NamedTensors;
+    use rnnlm_train::interchange;
+    let (device, _) = args.device.device()?;
+    let tensors = NamedTensors::read(&args.safetensors)?;
+    let vocab = match &args.vocab {
+        Some(path) if path.extension().is_some_and(|e| e == "json") => Vocab::load(path)?,
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read --vocab {}", path.display()))?;
+            Vocab::from_tokens(text.lines().map(str::to_string).collect())
+                .map_err(|e| anyhow::anyhow!("--vocab {}: {e}", path.display()))?
+        }
+        None => interchange::imported_vocab(&tensors)?.with_context(|| {
+            format!(
+                "{} carries no vocabulary; give --vocab",
+                args.safetensors.display()
+            )
+        })?,
+    };
+    let base = match &args.config {
+        Some(path) => TrainConfig::load(path, &[])?,
+        None => TrainConfig::default(),
+    };
+    // Check everything before the run directory is made.
+    let (model_config, _) = interchange::imported_model(&tensors, &vocab, &device)?;
+    let existing = if args.force {
+        Existing::Replace
+    } else {
+        Existing::Refuse
+    };
+    let run = RunDir::open(&args.out, existing)?;
+    interchange::import(&tensors, &vocab, &base, &run, &device)?;
+    println!(
+        "imported {} into {} ({:?} {} x {}, vocab {})",
+        args.safetensors.display(),
+        args.out.display(),
+        model_config.cell,
+        model_config.num_layers,
+        model_config.num_hiddens,
+        vocab.len()
     );
     Ok(())
 }

@@ -106,6 +106,15 @@ impl Vocab {
         &self.token_freqs
     }
 
+    /// A vocabulary of exactly these tokens in this index order (`<unk>` first), e.g. a
+    /// PyTorch model's dictionary; no frequencies.
+    pub fn from_tokens(idx_to_token: Vec<String>) -> Result<Self, String> {
+        Self::try_from(VocabFile {
+            idx_to_token,
+            token_freqs: Vec::new(),
+        })
+    }
+
     pub fn save(&self, path: &Path) -> Result<(), DataError> {
         let json = serde_json::to_string(self).expect("a vocab always serializes");
         std::fs::write(path, json).map_err(|e| DataError::io(path, e))

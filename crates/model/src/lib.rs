@@ -37,7 +37,10 @@ pub use fused::{fused_applies, fused_supported};
 pub use init::InitKind;
 pub use mlp::SineMlp;
 pub use model::{Model, ModelConfig, ModelKind, NamedParam};
-pub use predict::{Decoding, Prediction, predict, predict_ch8, sample};
+pub use predict::{
+    Decoding, Prediction, generate, predict, predict_ch8, prefix_tokens, sample,
+    sampling_distribution, token_text, unknown_tokens,
+};
 pub use rnn::{LayerSpec, LinearHead, RnnLayer, RnnModel, RnnSpec};
 pub use scratch::RnnModelScratch;
 pub use state::{CellState, State};

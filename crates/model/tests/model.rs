@@ -495,7 +495,7 @@ fn predict_warms_up_then_continues() {
         last = logits.argmax(1).into_scalar::<i64>() as usize;
     }
     assert_eq!(greedy[8], last);
-    let sampler = Decoding::sample(1.0, Some(3), 42).unwrap();
+    let sampler = Decoding::sample(1.0, Some(3), None, 42).unwrap();
     let a = predict(&model, &[1], 20, &sampler, &device).unwrap();
     assert_eq!(
         a,
@@ -503,7 +503,7 @@ fn predict_warms_up_then_continues() {
         "a seed repeats"
     );
     assert!(predict(&model, &[], 3, &Decoding::Greedy, &device).is_err());
-    assert!(Decoding::sample(0.0, None, 1).is_err());
+    assert!(Decoding::sample(0.0, None, None, 1).is_err());
 }
 
 fn grads_with(

@@ -149,6 +149,23 @@ pub struct ModelSection {
 }
 
 impl ModelSection {
+    /// The section that describes `config` (an imported model's).
+    pub fn of(config: &rnnlm_model::ModelConfig) -> Self {
+        Self {
+            kind: config.kind,
+            cell: config.cell,
+            num_hiddens: config.num_hiddens,
+            num_layers: config.num_layers,
+            bidirectional: config.bidirectional,
+            embedding_dim: config.embedding_dim,
+            dropout: config.dropout,
+            tied: config.tied,
+            init: config.init,
+            init_range: config.init_range,
+            forget_bias: config.forget_bias,
+        }
+    }
+
     pub fn kind_name(&self) -> String {
         let h = self.num_hiddens;
         match self.kind {

@@ -3,6 +3,7 @@
 //! sine-wave autoregression of section 8.1 (`sine.rs`).
 
 mod config;
+pub mod interchange;
 mod learner;
 mod run_dir;
 mod sine;

@@ -284,3 +284,76 @@ fn schedules_follow_their_definitions() {
     let none = TrainSection::default();
     assert_eq!(next_lr(&none, 0.3, 50, false), 0.3);
 }
+
+/// Every `fixtures/lm` input is a PyTorch `state_dict` with metadata: imported into a run
+/// directory and loaded back, the model gives the fixture's logits (float32 tolerance),
+/// and an export of that run holds the same tensors under the same names.
+#[test]
+fn imported_pytorch_state_dicts_give_the_fixtures_logits_and_export_back_unchanged() {
+    use burn::tensor::{Int, Tensor};
+    use rnnlm_data::Vocab;
+    use rnnlm_model::State;
+
+    use crate::interchange::{export, import};
+    use crate::{Existing, RunDir};
+
+    let device = Device::flex().autodiff();
+    let lm =
+        std::path::PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/lm");
+    for case in [
+        "lstm_small",
+        "lstm_small_tied_clip",
+        "gru_small",
+        "gru_onehot_clip",
+        "rnn_relu_small",
+    ] {
+        let input = NamedTensors::read(&lm.join(format!("{case}.safetensors"))).unwrap();
+        let expected =
+            NamedTensors::read(&lm.join(format!("{case}.expected.float32.safetensors"))).unwrap();
+        let v: usize = input.metadata["V"].parse().unwrap();
+        let tokens = std::iter::once("<unk>".to_string())
+            .chain((1..v).map(|i| format!("w{i}")))
+            .collect();
+        let vocab = Vocab::from_tokens(tokens).unwrap();
+        let dir = std::env::temp_dir().join(format!("rnnlm-import-{case}-{}", std::process::id()));
+        let run = RunDir::open(&dir, Existing::Replace).unwrap();
+        let config = import(&input, &vocab, &TrainConfig::default(), &run, &device).unwrap();
+        let (_, loaded_vocab, loaded_config, model) = run.load_trained(&device).unwrap();
+        assert_eq!((loaded_vocab, &loaded_config), (vocab.clone(), &config));
+
+        let [b, t] = input.shape("X").unwrap()[..] else {
+            unreachable!()
+        };
+        let x = Tensor::<2, Int>::from_data(input.get("X", &[b, t]).unwrap(), &device);
+        let state_of = |name: &str| {
+            let shape = input.shape(name).unwrap();
+            Tensor::<3>::from_data(input.get(name, &shape).unwrap(), &device)
+        };
+        let state = State {
+            h: state_of("H0"),
+            c: input.tensors.contains_key("C0").then(|| state_of("C0")),
+        };
+        let (logits, _) = model.forward(x, state);
+        let mut got = NamedTensors::default();
+        got.insert("logits", logits.into_data());
+        let mut want = NamedTensors::default();
+        want.insert("logits", expected.tensors["logits"].clone());
+        let worst = rnnlm_model::parity::compare(&got, &want, 1e-5, 1e-4).unwrap();
+        assert!(worst.is_none(), "{case}: {worst:?}");
+
+        let exported = export(&model, &config, &vocab).unwrap();
+        for (name, data) in &exported.tensors {
+            assert_eq!(data, &input.tensors[name], "{case}: {name}");
+        }
+        let params = input
+            .tensors
+            .keys()
+            .filter(|n| !["X", "Y", "H0", "C0"].contains(&n.as_str()))
+            .count();
+        assert_eq!(exported.tensors.len(), params, "{case}");
+        for key in ["cell", "V", "H", "L", "E", "input", "tied"] {
+            assert_eq!(exported.metadata[key], input.metadata[key], "{case}: {key}");
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
