@@ -10,7 +10,7 @@ use rand::rngs::StdRng;
 use rnnlm_data::epoch_batches;
 use rnnlm_model::{CellKind, ModelConfig, ModelKind, grad_norms_through_time};
 use rnnlm_plot::{Chart, Series};
-use rnnlm_train::{Existing, RunDir};
+use rnnlm_train::RunDir;
 
 use crate::backend::DeviceArgs;
 
@@ -27,7 +27,7 @@ pub struct BpttArgs {
 }
 
 pub fn run(args: &BpttArgs) -> Result<()> {
-    let run = RunDir::open(&args.checkpoint, Existing::Resume)?;
+    let run = RunDir::existing(&args.checkpoint)?;
     let (device, _) = args.device.device()?;
     let (config, _, model_config, trained) = run.load_trained(&device)?;
     if model_config.num_layers != 1 || model_config.bidirectional {

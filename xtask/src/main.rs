@@ -9,6 +9,7 @@ mod corpus;
 mod ngram;
 mod parity;
 mod plot;
+mod runs;
 mod seqmodel;
 mod train;
 
@@ -43,6 +44,8 @@ enum Command {
     Eval(train::EvalArgs),
     /// Continue a prefix with a trained model (streamed; greedy or sampled).
     Generate(train::GenerateArgs),
+    /// The run directories under DIR (default runs/) as a table.
+    Runs(runs::RunsArgs),
     /// Write a run's model as safetensors under PyTorch `state_dict` names.
     Export(train::ExportArgs),
     /// Make a run directory from a safetensors model (e.g. trained in PyTorch).
@@ -72,6 +75,7 @@ fn main() {
         Command::Train(args) => train::run(args),
         Command::Eval(args) => train::eval(args),
         Command::Generate(args) => train::generate(args),
+        Command::Runs(args) => runs::run(args),
         Command::Export(args) => train::export(args),
         Command::Import(args) => train::import(args),
         Command::Bench(args) => bench::run(args),

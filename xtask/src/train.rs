@@ -230,7 +230,7 @@ fn weights_dir(run: &RunDir, weights: Option<&str>) -> Result<PathBuf> {
 /// Streams each sample to stdout token by token; Ctrl-C ends it cleanly.
 pub fn generate(args: &GenerateArgs) -> Result<()> {
     use std::io::Write;
-    let run = RunDir::open(&args.checkpoint, Existing::Resume)
+    let run = RunDir::existing(&args.checkpoint)
         .with_context(|| format!("cannot open checkpoint {}", args.checkpoint.display()))?;
     let (device, _) = args.device.device()?;
     let (config, vocab, model_config, _) = run.load_trained(&device)?;
@@ -320,7 +320,7 @@ pub struct EvalArgs {
 /// Perplexity of a run's model on one of its splits or another text, scored as the run
 /// scores its validation and test splits (`train.eval_batch_size` rows, `num_steps` chunks).
 pub fn eval(args: &EvalArgs) -> Result<()> {
-    let run = RunDir::open(&args.checkpoint, Existing::Resume)?;
+    let run = RunDir::existing(&args.checkpoint)?;
     let (device, _) = args.device.device()?;
     let (mut config, vocab, model_config, _) = run.load_trained(&device)?;
     let weights = weights_dir(&run, args.weights.as_deref())?;
@@ -395,7 +395,7 @@ pub struct ExportArgs {
 
 /// Writes a run's model under its PyTorch `state_dict` names, vocab and config in the metadata.
 pub fn export(args: &ExportArgs) -> Result<()> {
-    let run = RunDir::open(&args.checkpoint, Existing::Resume)?;
+    let run = RunDir::existing(&args.checkpoint)?;
     let (device, _) = args.device.device()?;
     let (_, vocab, model_config, _) = run.load_trained(&device)?;
     let weights = weights_dir(&run, args.weights.as_deref())?;

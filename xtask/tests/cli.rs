@@ -356,6 +356,33 @@ fn scratch_sequential_learns_and_generates() {
         ],
         &["nope"],
     );
+    // Commands that read a run never write into a directory that is not one.
+    let plain = dir.join("plain");
+    std::fs::create_dir_all(&plain).unwrap();
+    for cmd in [
+        vec!["generate", "--checkpoint", s(&plain), "--prefix", "a"],
+        vec!["eval", "--checkpoint", s(&plain)],
+        vec![
+            "bptt-report",
+            "--checkpoint",
+            s(&plain),
+            "--out",
+            s(&plain.join("x.svg")),
+        ],
+        vec![
+            "export",
+            "--checkpoint",
+            s(&plain),
+            "--out",
+            s(&plain.join("x.safetensors")),
+        ],
+    ] {
+        fails(&cmd, &["is not a run directory", "config.toml"]);
+    }
+    assert!(
+        std::fs::read_dir(&plain).unwrap().next().is_none(),
+        "{plain:?} was written"
+    );
     // An empty prefix starts at a line start (a space in the book's cleaned text).
     let text = ok(&["generate", "--checkpoint", s(&run), "--num-preds", "20"]);
     assert_eq!(text.trim_end_matches('\n').chars().count(), 20, "{text:?}");
@@ -493,6 +520,29 @@ fn resume_of_an_lstm_with_dropout_schedule_and_validation_equals_an_uninterrupte
         "--quiet",
     ];
     resume_equals_uninterrupted("resume-lstm", &common, "ROMEO");
+}
+
+#[test]
+fn divergence_stops_the_run_with_advice() {
+    let dir = tmp("diverge");
+    fails(
+        &[
+            "train",
+            "--config",
+            "configs/scratch_sequential.toml",
+            "--epochs",
+            "3",
+            "--out",
+            s(&dir.join("r")),
+            "--set",
+            "model.num_hiddens=16",
+            "--set",
+            "train.lr=1e6",
+            "--set",
+            "train.theta=1e6",
+        ],
+        &["training diverged", "lower train.lr"],
+    );
 }
 
 #[test]
@@ -761,6 +811,12 @@ fn splits_validation_best_model_test_score_and_eval_agree() {
         "{metrics}"
     );
     // eval prints what the run reported, for the test and the validation split.
+    // `runs` lists it with its best validation and test perplexity.
+    let table = ok(&["runs", s(&dir)]);
+    let line = table.lines().find(|l| l.starts_with("| r |")).unwrap();
+    let best = summary["best_valid_perplexity"].as_f64().unwrap();
+    assert!(line.contains(&format!("{best:.2} (")), "{table}");
+    assert!(line.contains("2 / 2") && line.contains("lstm"), "{table}");
     let test = summary["test_perplexity"].as_f64().unwrap();
     let eval = ok(&["eval", "--checkpoint", s(&run), "--split", "test"]);
     assert!(

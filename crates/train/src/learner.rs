@@ -3,7 +3,7 @@
 //! the validation split, keep the best model, follow the learning-rate schedule, stop
 //! early, checkpoint, and score the test split at the end.
 
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
@@ -122,17 +122,22 @@ fn minibatch_seed(seed: u64, epoch: usize, batch: usize) -> u64 {
     rng.next_u64() ^ (batch as u64 + 1).wrapping_mul(0xBF58_476D_1CE4_E5B9)
 }
 
-/// The training part of an epoch.
+/// The training part of an epoch, or of its first `minibatches` minibatches.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EpochTrain {
     pub perplexity: f64,
     pub minibatches: usize,
+    /// Minibatches in the whole epoch.
+    pub of: usize,
     pub tokens_per_sec: f64,
+    /// The mean loss of the last minibatch.
+    pub last_loss: f64,
 }
 
-/// Called every `train.eval_every` minibatches with the model, the minibatch count of the
-/// epoch so far and the training so far; its time is not counted as training time.
-pub type EvalHook<'a> = &'a mut dyn FnMut(&Model, usize, EpochTrain) -> Result<()>;
+/// Called after every minibatch with the model and the epoch's training so far (a
+/// progress bar, validation every `train.eval_every` minibatches); its time is not
+/// counted as training time.
+pub type MinibatchHook<'a> = &'a mut dyn FnMut(&Model, EpochTrain) -> Result<()>;
 
 /// The minibatch count of one epoch (the sampler's and `train.truncation`'s).
 fn epoch_steps(t: &TrainSection, len: usize) -> usize {
@@ -156,17 +161,19 @@ pub fn train_epoch(
     engine: Engine,
     epoch: usize,
     stop: &AtomicBool,
-    mut hook: Option<EvalHook>,
+    mut hook: Option<MinibatchHook>,
 ) -> Result<(Model, Option<EpochTrain>)> {
     let t = &config.train;
     let mut rng = epoch_rng(t.seed, epoch);
     let num_steps = epoch_steps(t, tokens.len());
     let batches = epoch_batches(tokens, t.batch_size, num_steps, t.sampler, &mut rng)?;
-    let (mut loss_sum, mut count, mut seconds) = (0.0, 0usize, 0.0);
-    let so_far = |loss_sum: f64, count: usize, seconds: f64, minibatches| EpochTrain {
+    let (mut loss_sum, mut count, mut seconds, mut last_loss) = (0.0, 0usize, 0.0, f64::NAN);
+    let so_far = |loss_sum: f64, count: usize, seconds: f64, minibatches, last_loss| EpochTrain {
         perplexity: (loss_sum / count as f64).exp(),
         minibatches,
+        of: batches.len(),
         tokens_per_sec: count as f64 / seconds,
+        last_loss,
     };
     let mut state = None;
     for (i, batch) in batches.iter().enumerate() {
@@ -197,7 +204,8 @@ pub fn train_epoch(
         model = step.model;
         state = Some(step.state);
         let batch_loss: f64 = step.token_losses.into_data().iter::<f64>().sum();
-        if !batch_loss.is_finite() {
+        // A mean loss beyond ~709 nats is an infinite perplexity: diverged as surely as NaN.
+        if !(batch_loss / batch.y.len() as f64).exp().is_finite() {
             bail!(
                 "loss is {batch_loss} at epoch {}, minibatch {}: training diverged; lower train.lr (now {lr}) or train.theta (now {})",
                 epoch + 1,
@@ -207,16 +215,14 @@ pub fn train_epoch(
         }
         loss_sum += batch_loss;
         count += batch.y.len();
+        last_loss = batch_loss / batch.y.len() as f64;
         seconds += start.elapsed().as_secs_f64();
-        if let Some(hook) = hook.as_mut()
-            && t.eval_every > 0
-            && (i + 1).is_multiple_of(t.eval_every)
-            && i + 1 < batches.len()
-        {
-            hook(&model, i + 1, so_far(loss_sum, count, seconds, i + 1))?;
+        if let Some(hook) = hook.as_mut() {
+            hook(&model, so_far(loss_sum, count, seconds, i + 1, last_loss))?;
         }
     }
-    Ok((model, Some(so_far(loss_sum, count, seconds, batches.len()))))
+    let done = so_far(loss_sum, count, seconds, batches.len(), last_loss);
+    Ok((model, Some(done)))
 }
 
 /// Checks, before anything is written, that every split can be used: the training split
@@ -252,6 +258,19 @@ pub fn check_corpus(config: &TrainConfig, corpus: &Corpus) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// A terminal's progress bar for one epoch: minibatches, loss, tokens/s, ETA.
+fn progress_bar(epoch: usize, epochs: usize) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "epoch {epoch}/{epochs} [{{bar:30}}] {{pos}}/{{len}} {{msg}}, ETA {{eta}}"
+        ))
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar
 }
 
 fn median(mut v: Vec<f64>) -> Option<f64> {
@@ -347,7 +366,7 @@ impl Session<'_> {
             .path
             .file_name()
             .map_or(String::new(), |n| n.to_string_lossy().into_owned());
-        let bar = self.output == Output::Auto && std::io::stderr().is_terminal();
+        let terminal = self.output == Output::Auto && std::io::stderr().is_terminal();
         let mut interrupted = false;
 
         for epoch in progress.epoch..t.num_epochs {
@@ -357,10 +376,27 @@ impl Session<'_> {
             let elapsed = progress.seconds;
             let first_step = progress.step;
             let last_checkpoint = progress.epoch;
-            let mut hook = |m: &Model, minibatches: usize, train: EpochTrain| -> Result<()> {
+            let bar = terminal.then(|| progress_bar(epoch + 1, t.num_epochs));
+            let validates = !self.corpus.valid.is_empty() && t.eval_every > 0;
+            let mut hook = |m: &Model, train: EpochTrain| -> Result<()> {
+                if let Some(bar) = &bar {
+                    bar.set_length(train.of as u64);
+                    bar.set_position(train.minibatches as u64);
+                    bar.set_message(format!(
+                        "loss {:.3}, {:.1}k tokens/s",
+                        train.last_loss,
+                        train.tokens_per_sec / 1e3
+                    ));
+                }
+                if !(validates
+                    && train.minibatches.is_multiple_of(t.eval_every)
+                    && train.minibatches < train.of)
+                {
+                    return Ok(());
+                }
                 let row = EpochMetrics {
                     epoch: epoch + 1,
-                    step: first_step + minibatches,
+                    step: first_step + train.minibatches,
                     perplexity: train.perplexity,
                     valid_perplexity: None,
                     lr,
@@ -371,7 +407,6 @@ impl Session<'_> {
                 progress.metrics.push(row);
                 self.run.write_metrics(&progress.metrics, &title)
             };
-            let hook: Option<EvalHook> = (!self.corpus.valid.is_empty()).then_some(&mut hook);
             let (trained, outcome) = train_epoch(
                 model,
                 &mut optimizer,
@@ -382,7 +417,7 @@ impl Session<'_> {
                 self.engine,
                 epoch,
                 self.stop,
-                hook,
+                Some(&mut hook),
             )
             .with_context(|| {
                 format!(
@@ -391,6 +426,9 @@ impl Session<'_> {
                 )
             })?;
             model = trained;
+            if let Some(bar) = bar {
+                bar.finish_and_clear();
+            }
             let Some(train) = outcome else {
                 interrupted = true;
                 break;
@@ -428,17 +466,11 @@ impl Session<'_> {
                 "epoch {}, perplexity {:.3}{valid}, {:.1} tokens/sec",
                 m.epoch, m.perplexity, m.tokens_per_sec
             );
-            if bar {
-                eprint!("\r\x1b[K{line} [{}/{}]", m.epoch, t.num_epochs);
-                let _ = std::io::stderr().flush();
-            } else if self.output == Output::Auto {
+            if self.output == Output::Auto {
                 println!("{line}");
             }
             let early_stop = t.patience > 0 && progress.epochs_without_improvement >= t.patience;
             if m.epoch.is_multiple_of(t.predict_every) {
-                if bar {
-                    eprintln!();
-                }
                 self.run.log(&line)?;
                 if self.output == Output::Quiet {
                     println!("{line}");
@@ -451,18 +483,12 @@ impl Session<'_> {
                 self.run.save_checkpoint(&model, &optimizer, &progress)?;
             }
             if early_stop {
-                if bar {
-                    eprintln!();
-                }
                 self.say(&format!(
                     "stopping early: no better validation perplexity for {} epochs (train.patience)",
                     t.patience
                 ))?;
                 break;
             }
-        }
-        if bar {
-            eprintln!();
         }
         if interrupted {
             let line = format!(

@@ -14,7 +14,7 @@ pub use config::{
     DataConfig, ModelSection, Optimizer, Schedule, StateMode, TrainConfig, TrainSection, Truncation,
 };
 pub use learner::{
-    EpochTrain, EvalHook, Output, Session, Summary, check_corpus, new_optimizer, next_lr,
+    EpochTrain, MinibatchHook, Output, Session, Summary, check_corpus, new_optimizer, next_lr,
     train_epoch,
 };
 pub use run_dir::{

@@ -144,6 +144,21 @@ impl RunDir {
         Ok(run)
     }
 
+    /// An existing run directory, for commands that only read it (generate, eval,
+    /// export, bptt-report): nothing is created or written.
+    pub fn existing(path: &Path) -> Result<Self> {
+        let config = path.join("config.toml");
+        if !config.is_file() {
+            bail!(
+                "{} is not a run directory: it has no config.toml (runs are made by `cargo xtask train` or `import`)",
+                path.display()
+            );
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+        })
+    }
+
     pub fn file(&self, name: &str) -> PathBuf {
         self.path.join(name)
     }
