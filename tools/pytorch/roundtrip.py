@@ -9,7 +9,7 @@ Import: a model made in PyTorch, saved as a state_dict with its metadata, become
 run with `cargo xtask import`; exporting that run gives back the same tensors, and rnnlm's
 logits equal PyTorch's.
 
-    python3 tools/pytorch/roundtrip.py --xtask target/release/xtask --run runs/NAME --work DIR
+    python3 tools/pytorch/roundtrip.py --xtask target/release/rnnlm --run runs/NAME --work DIR
 """
 
 import argparse

@@ -89,7 +89,7 @@ pub fn run(args: &CheckArgs) -> Result<()> {
         .arg("--target-dir")
         .arg(&target)
         .envs(env.clone()))?;
-    let with_backend = target.join("release").join("xtask");
+    let with_backend = target.join("release").join("rnnlm");
     let run_on = |exe: &Path, backend: &str, args: &[String]| -> Result<String> {
         sh(Command::new(exe)
             .current_dir(root())

@@ -1,5 +1,6 @@
-//! rnnlm's command line. `cargo xtask` (an alias for `cargo run --release -p xtask --`)
-//! lists the commands; `cargo xtask <command> --help` explains each.
+//! rnnlm's command line: the binary `rnnlm` (`cargo install --path xtask`), which
+//! `cargo xtask` (an alias for `cargo run --release -p xtask --`) runs in the repository.
+//! With no arguments it lists the commands; `<command> --help` explains each.
 
 mod backend;
 mod bench;
@@ -17,7 +18,7 @@ use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(
-    name = "cargo xtask",
+    name = "rnnlm",
     about = "rnnlm: recurrent language models on Burn (Dive into Deep Learning ch. 8)"
 )]
 #[command(arg_required_else_help = true)]

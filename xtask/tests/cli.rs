@@ -15,7 +15,7 @@ fn shared() -> PathBuf {
 }
 
 fn xtask(args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_xtask"));
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_rnnlm"));
     cmd.args(args)
         .current_dir(root())
         .env("RNNLM_DATA_DIR", shared().join("datasets"))
@@ -1033,7 +1033,7 @@ fn pytorch_roundtrip_where_python_has_torch() {
         .args([
             "tools/pytorch/roundtrip.py",
             "--xtask",
-            env!("CARGO_BIN_EXE_xtask"),
+            env!("CARGO_BIN_EXE_rnnlm"),
         ])
         .args(["--run", s(&run), "--work", s(&dir.join("work"))])
         .env("RNNLM_AUTO_BUILD", "0")

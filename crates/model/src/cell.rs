@@ -4,7 +4,7 @@
 //! stacked in PyTorch's order (LSTM `i, f, g, o`; GRU `r, z, n`).
 
 use burn::module::{Module, Param};
-use burn::tensor::activation::{relu, sigmoid};
+use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -101,6 +101,12 @@ impl CellKind {
             }
         }
     }
+}
+
+/// `1 / (1 + e^-x)`, as `(1 + tanh(x / 2)) / 2`. Burn's default `sigmoid` (what ndarray
+/// uses) computes in float32 whatever the tensor's dtype, which float64 parity catches.
+fn sigmoid(x: Tensor<2>) -> Tensor<2> {
+    x.mul_scalar(0.5).tanh().mul_scalar(0.5).add_scalar(0.5)
 }
 
 fn split3(x: Tensor<2>) -> [Tensor<2>; 3] {
