@@ -101,7 +101,7 @@ pub fn run(args: &BpttArgs) -> Result<()> {
         ..Default::default()
     };
     let out = args.out.clone().unwrap_or_else(|| run.file("bptt.svg"));
-    chart.save(&out)?;
+    rnnlm_data::atomic_write(&out, chart.to_svg().as_bytes())?;
     println!("wrote {}", out.display());
     Ok(())
 }

@@ -123,7 +123,7 @@ pub fn run(args: &CorpusArgs) -> Result<()> {
                 })
                 .collect(),
         };
-        chart.save(path)?;
+        rnnlm_data::atomic_write(path, chart.to_svg().as_bytes())?;
         if !args.json {
             println!("wrote {}", path.display());
         }

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 
 use anyhow::Result;
 use clap::Args;
-use rnnlm_plot::{Chart, Series};
-use rnnlm_train::RunDir;
+use rnnlm_plot::Chart;
+use rnnlm_train::{RunDir, curves};
 
 #[derive(Debug, Args)]
 pub struct PlotArgs {
@@ -32,39 +32,11 @@ pub fn run(args: &PlotArgs) -> Result<()> {
     let y = |ppl: f64| if args.nats { ppl.ln() } else { ppl };
     for path in &args.runs {
         let metrics = RunDir { path: path.clone() }.read_metrics()?;
-        // Rows within an epoch sit at their fraction of it.
-        let per_epoch = metrics
-            .iter()
-            .filter(|m| m.epoch == 1)
-            .map(|m| m.step)
-            .max()
-            .unwrap_or(1)
-            .max(1) as f64;
-        let x = |m: &rnnlm_train::EpochMetrics| {
-            if args.time {
-                m.seconds
-            } else {
-                m.step as f64 / per_epoch
-            }
-        };
-        let label = path.file_name().map_or_else(
+        let name = path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),
         );
-        series.push(Series {
-            label: label.clone(),
-            points: metrics.iter().map(|m| (x(m), y(m.perplexity))).collect(),
-        });
-        let valid: Vec<(f64, f64)> = metrics
-            .iter()
-            .filter_map(|m| Some((x(m), y(m.valid_perplexity?))))
-            .collect();
-        if !valid.is_empty() {
-            series.push(Series {
-                label: format!("{label} (valid)"),
-                points: valid,
-            });
-        }
+        series.extend(curves(&metrics, &format!("{name} "), &y, args.time));
     }
     let chart = Chart {
         title: args.title.clone(),
@@ -79,7 +51,7 @@ pub fn run(args: &PlotArgs) -> Result<()> {
         series,
         ..Default::default()
     };
-    chart.save(&args.out)?;
+    rnnlm_data::atomic_write(&args.out, chart.to_svg().as_bytes())?;
     println!("wrote {}", args.out.display());
     Ok(())
 }

@@ -79,8 +79,8 @@ pub fn run(args: &SeqmodelArgs) -> Result<()> {
         ..Default::default()
     };
     let (a, b) = (args.out.join("predictions.svg"), args.out.join("kstep.svg"));
-    predictions.save(&a)?;
-    kstep.save(&b)?;
+    rnnlm_data::atomic_write(&a, predictions.to_svg().as_bytes())?;
+    rnnlm_data::atomic_write(&b, kstep.to_svg().as_bytes())?;
     println!("wrote {} and {}", a.display(), b.display());
     Ok(())
 }

@@ -811,6 +811,12 @@ fn splits_validation_best_model_test_score_and_eval_agree() {
         "{metrics}"
     );
     // eval prints what the run reported, for the test and the validation split.
+    // `plot` draws its training and validation curves.
+    let svg = dir.join("curves.svg");
+    ok(&["plot", s(&run), "--nats", "--out", s(&svg)]);
+    let svg = std::fs::read_to_string(&svg).unwrap();
+    assert_eq!(svg.matches("<polyline").count(), 2, "{svg}");
+    assert!(svg.contains("r train") && svg.contains("r valid") && svg.contains("nats"));
     // `runs` lists it with its best validation and test perplexity.
     let table = ok(&["runs", s(&dir)]);
     let line = table.lines().find(|l| l.starts_with("| r |")).unwrap();
@@ -925,10 +931,8 @@ fn truncation_strategies_train_and_the_bptt_report_plots() {
     );
 }
 
-#[test]
-fn export_then_import_gives_a_run_that_generates_the_same_text() {
-    let dir = tmp("interchange");
-    let run = dir.join("run");
+/// One epoch of a tiny tied LSTM with an embedding on the shipped tiny Shakespeare.
+fn train_tiny_tied_lstm(run: &Path) {
     ok(&[
         "train",
         "--config",
@@ -936,7 +940,7 @@ fn export_then_import_gives_a_run_that_generates_the_same_text() {
         "--epochs",
         "1",
         "--out",
-        s(&run),
+        s(run),
         "--set",
         "data.max_tokens=20000",
         "--set",
@@ -951,6 +955,13 @@ fn export_then_import_gives_a_run_that_generates_the_same_text() {
         "train.num_steps=10",
         "--quiet",
     ]);
+}
+
+#[test]
+fn export_then_import_gives_a_run_that_generates_the_same_text() {
+    let dir = tmp("interchange");
+    let run = dir.join("run");
+    train_tiny_tied_lstm(&run);
     let file = dir.join("model.safetensors");
     ok(&["export", "--checkpoint", s(&run), "--out", s(&file)]);
     let imported = dir.join("imported");
@@ -1006,28 +1017,7 @@ fn pytorch_roundtrip_where_python_has_torch() {
     }
     let dir = tmp("roundtrip");
     let run = dir.join("run");
-    ok(&[
-        "train",
-        "--config",
-        "configs/shakespeare_char.toml",
-        "--epochs",
-        "1",
-        "--out",
-        s(&run),
-        "--set",
-        "data.max_tokens=20000",
-        "--set",
-        "model.num_hiddens=16",
-        "--set",
-        "model.embedding_dim=16",
-        "--set",
-        "model.tied=true",
-        "--set",
-        "train.batch_size=10",
-        "--set",
-        "train.num_steps=10",
-        "--quiet",
-    ]);
+    train_tiny_tied_lstm(&run);
     let out = Command::new("python3")
         .current_dir(root())
         .args([

@@ -11,6 +11,11 @@ pub enum DataError {
         expected: String,
         actual: String,
     },
+    #[error("cannot write {path}: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
     #[error("cannot read {path}: {source}")]
     Io {
         path: PathBuf,

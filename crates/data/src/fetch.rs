@@ -2,13 +2,13 @@
 //! Every file is sha1-verified before use; downloads land in a temp file first.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use sha1::{Digest, Sha1};
 
 use crate::registry::shipped_bytes;
-use crate::{DataError, DatasetSpec};
+use crate::{DataError, DatasetSpec, atomic_write};
 
 /// Where datasets are looked for.
 #[derive(Debug, Clone)]
@@ -113,7 +113,6 @@ fn download(url: &str, dest: &Path, sha1: &str) -> Result<(), DataError> {
         .as_reader()
         .read_to_end(&mut body)
         .map_err(|e| failed(e.to_string()))?;
-    let tmp = dest.with_extension(format!("{}.tmp", std::process::id()));
     let actual = sha1_hex(&body);
     if actual != sha1 {
         return Err(DataError::Sha1Mismatch {
@@ -122,16 +121,7 @@ fn download(url: &str, dest: &Path, sha1: &str) -> Result<(), DataError> {
             actual,
         });
     }
-    let write = || -> std::io::Result<()> {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(&body)?;
-        file.sync_all()?;
-        fs::rename(&tmp, dest)
-    };
-    write().map_err(|e| {
-        let _ = fs::remove_file(&tmp);
-        DataError::io(dest, e)
-    })
+    atomic_write(dest, &body)
 }
 
 /// Reads `member` from a zip archive held in memory.

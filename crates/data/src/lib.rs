@@ -7,6 +7,7 @@
 mod corpus;
 mod error;
 mod fetch;
+mod files;
 mod ngram;
 mod registry;
 mod sampler;
@@ -17,6 +18,7 @@ mod vocab;
 pub use corpus::{Corpus, CorpusSource, LoadOptions, load_corpus, load_corpus_with, tail_start};
 pub use error::DataError;
 pub use fetch::{DataDirs, fetch_dataset, sha1_hex};
+pub use files::atomic_write;
 pub use ngram::{NgramCounts, NgramModel, count_ngrams};
 pub use registry::{Cleaning, DatasetSpec, SplitMembers, VocabOver, dataset, dataset_names};
 pub use sampler::{Batch, Sampler, epoch_batches};

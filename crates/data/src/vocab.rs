@@ -117,7 +117,7 @@ impl Vocab {
 
     pub fn save(&self, path: &Path) -> Result<(), DataError> {
         let json = serde_json::to_string(self).expect("a vocab always serializes");
-        std::fs::write(path, json).map_err(|e| DataError::io(path, e))
+        crate::atomic_write(path, json.as_bytes())
     }
 
     pub fn load(path: &Path) -> Result<Self, DataError> {

@@ -358,7 +358,7 @@ impl Model {
             .into_record()
             .into_bytes()
             .map_err(|e| err(e.to_string()))?;
-        crate::tensors::atomic_write(&path, &bytes).map_err(|e| err(e.to_string()))
+        rnnlm_data::atomic_write(&path, &bytes).map_err(|e| err(e.to_string()))
     }
 
     /// Loads `model.bpk` from `dir` into a model built from `config`.

@@ -1,7 +1,7 @@
 //! Named tensors in safetensors files (the parity fixtures and their outputs).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::tensor::{DType, TensorData};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
@@ -119,7 +119,7 @@ impl NamedTensors {
             .collect::<Result<_, ModelError>>()?;
         let meta = (!self.metadata.is_empty()).then(|| self.metadata.clone());
         let bytes = safetensors::serialize(views, meta).map_err(|e| err(e.to_string()))?;
-        atomic_write(path, &bytes).map_err(|e| err(e.to_string()))
+        rnnlm_data::atomic_write(path, &bytes).map_err(|e| err(e.to_string()))
     }
 }
 
@@ -131,15 +131,4 @@ fn le_values<T, const N: usize>(raw: &[u8], from: fn([u8; N]) -> T) -> Vec<T> {
 
 fn le_bytes<T, const N: usize>(values: impl Iterator<Item = T>, to: fn(T) -> [u8; N]) -> Vec<u8> {
     values.flat_map(to).collect()
-}
-
-/// Write to `path.tmp` in the same directory, fsync, rename: readers see the old file or the new one.
-pub fn atomic_write(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    let mut tmp = PathBuf::from(path);
-    tmp.as_mut_os_string().push(".tmp");
-    let mut file = std::fs::File::create(&tmp)?;
-    file.write_all(bytes)?;
-    file.sync_all()?;
-    std::fs::rename(&tmp, path)
 }

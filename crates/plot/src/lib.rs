@@ -2,7 +2,6 @@
 //! per epoch) without pulling a plotting stack and its fonts into the build.
 
 use std::fmt::Write as _;
-use std::path::Path;
 
 const WIDTH: f64 = 640.0;
 const HEIGHT: f64 = 420.0;
@@ -197,13 +196,6 @@ impl Chart {
         }
         s.push_str("</svg>\n");
         s
-    }
-
-    /// Writes the SVG through a temp file and a rename, so a reader never sees half a file.
-    pub fn save(&self, path: &Path) -> std::io::Result<()> {
-        let tmp = path.with_extension("svg.tmp");
-        std::fs::write(&tmp, self.to_svg())?;
-        std::fs::rename(&tmp, path)
     }
 }
 

@@ -17,7 +17,5 @@ pub use learner::{
     EpochTrain, MinibatchHook, Output, Session, Summary, check_corpus, new_optimizer, next_lr,
     train_epoch,
 };
-pub use run_dir::{
-    Best, Checkpoint, EpochMetrics, Existing, METRICS_COLUMNS, Progress, RunDir, RunSummary,
-};
+pub use run_dir::{Best, Checkpoint, EpochMetrics, Existing, Progress, RunDir, RunSummary, curves};
 pub use sine::{SineConfig, SineReport, run_sine};

@@ -10,15 +10,15 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, Result, bail};
 use burn::optim::ModuleOptimizer;
 use burn::tensor::{Bytes, Device};
-use rnnlm_data::Vocab;
-use rnnlm_model::tensors::atomic_write;
+use rnnlm_data::{Vocab, atomic_write};
 use rnnlm_model::{Model, ModelConfig};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainConfig;
 
 /// One row of `metrics.csv`: the end of an epoch, or a validation within one
-/// (`train.eval_every`). `METRICS_COLUMNS` names the columns in this order.
+/// (`train.eval_every`). The fields are the columns, in this order (written and read
+/// with `csv` and serde).
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct EpochMetrics {
     /// The epoch the row belongs to (1-based).
@@ -37,8 +37,45 @@ pub struct EpochMetrics {
     pub seconds: f64,
 }
 
-pub const METRICS_COLUMNS: &str =
-    "epoch,step,perplexity,valid_perplexity,lr,tokens_per_sec,seconds";
+/// The training and validation curves of `metrics` (labelled `{label}train`,
+/// `{label}valid`), `y` applied to each perplexity, against epochs (rows within an epoch
+/// at their fraction of it) or, with `time`, against seconds.
+pub fn curves(
+    metrics: &[EpochMetrics],
+    label: &str,
+    y: &dyn Fn(f64) -> f64,
+    time: bool,
+) -> Vec<rnnlm_plot::Series> {
+    let per_epoch = metrics
+        .iter()
+        .filter(|m| m.epoch == 1)
+        .map(|m| m.step)
+        .max()
+        .unwrap_or(1)
+        .max(1) as f64;
+    let x = |m: &EpochMetrics| {
+        if time {
+            m.seconds
+        } else {
+            m.step as f64 / per_epoch
+        }
+    };
+    let mut series = vec![rnnlm_plot::Series {
+        label: format!("{label}train"),
+        points: metrics.iter().map(|m| (x(m), y(m.perplexity))).collect(),
+    }];
+    let valid: Vec<(f64, f64)> = metrics
+        .iter()
+        .filter_map(|m| Some((x(m), y(m.valid_perplexity?))))
+        .collect();
+    if !valid.is_empty() {
+        series.push(rnnlm_plot::Series {
+            label: format!("{label}valid"),
+            points: valid,
+        });
+    }
+    series
+}
 
 /// The lowest validation perplexity so far, kept in `best/`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -221,38 +258,17 @@ impl RunDir {
 
     /// Rewrites `metrics.csv` and `perplexity.svg` from all rows so far.
     pub fn write_metrics(&self, metrics: &[EpochMetrics], title: &str) -> Result<()> {
-        let mut csv = format!("{METRICS_COLUMNS}\n");
+        let path = self.file("metrics.csv");
+        let mut csv = csv::Writer::from_writer(Vec::new());
         for m in metrics {
-            let valid = m.valid_perplexity.map_or(String::new(), |v| v.to_string());
-            csv.push_str(&format!(
-                "{},{},{},{valid},{},{},{}\n",
-                m.epoch, m.step, m.perplexity, m.lr, m.tokens_per_sec, m.seconds
-            ));
+            csv.serialize(m)
+                .with_context(|| format!("cannot write {}", path.display()))?;
         }
-        atomic_write(&self.file("metrics.csv"), csv.as_bytes())?;
-        // Rows within an epoch sit at their fraction of it.
-        let steps_per_epoch = metrics
-            .iter()
-            .filter(|m| m.epoch == 1)
-            .map(|m| m.step)
-            .max()
-            .unwrap_or(1)
-            .max(1) as f64;
-        let x = |m: &EpochMetrics| m.step as f64 / steps_per_epoch;
-        let mut series = vec![rnnlm_plot::Series {
-            label: "train".into(),
-            points: metrics.iter().map(|m| (x(m), m.perplexity)).collect(),
-        }];
-        let valid: Vec<(f64, f64)> = metrics
-            .iter()
-            .filter_map(|m| Some((x(m), m.valid_perplexity?)))
-            .collect();
-        if !valid.is_empty() {
-            series.push(rnnlm_plot::Series {
-                label: "valid".into(),
-                points: valid,
-            });
-        }
+        let bytes = csv
+            .into_inner()
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+        atomic_write(&path, &bytes)?;
+        let series = curves(metrics, "", &|ppl| ppl, false);
         let chart = rnnlm_plot::Chart {
             title: title.to_string(),
             x_label: "epoch".into(),
@@ -260,47 +276,18 @@ impl RunDir {
             series,
             ..Default::default()
         };
-        chart.save(&self.file("perplexity.svg"))?;
+        atomic_write(&self.file("perplexity.svg"), chart.to_svg().as_bytes())?;
         Ok(())
     }
 
     /// Reads `metrics.csv` back (the columns found by their names in the header).
     pub fn read_metrics(&self) -> Result<Vec<EpochMetrics>> {
         let path = self.file("metrics.csv");
-        let text =
-            fs::read_to_string(&path).with_context(|| format!("cannot read {}", path.display()))?;
-        let mut lines = text.lines();
-        let header: Vec<&str> = lines.next().unwrap_or_default().split(',').collect();
-        if header != METRICS_COLUMNS.split(',').collect::<Vec<_>>() {
-            bail!(
-                "{}: expected the columns {METRICS_COLUMNS}, found {}",
-                path.display(),
-                header.join(",")
-            );
-        }
-        lines
-            .enumerate()
-            .map(|(i, line)| {
-                let bad = || format!("{}: bad row {}: `{line}`", path.display(), i + 2);
-                let cols: Vec<&str> = line.split(',').collect();
-                if cols.len() != header.len() {
-                    bail!(bad());
-                }
-                let num = |k: usize| -> Result<f64> { cols[k].parse().with_context(bad) };
-                Ok(EpochMetrics {
-                    epoch: cols[0].parse().with_context(bad)?,
-                    step: cols[1].parse().with_context(bad)?,
-                    perplexity: num(2)?,
-                    valid_perplexity: if cols[3].is_empty() {
-                        None
-                    } else {
-                        Some(num(3)?)
-                    },
-                    lr: num(4)?,
-                    tokens_per_sec: num(5)?,
-                    seconds: num(6)?,
-                })
-            })
+        let mut reader = csv::Reader::from_path(&path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        reader
+            .deserialize()
+            .map(|row| row.with_context(|| format!("invalid {}", path.display())))
             .collect()
     }
 
