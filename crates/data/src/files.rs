@@ -16,8 +16,49 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
         source,
     };
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
+    if let Some(mode) = mode_for(path) {
+        tmp.as_file().set_permissions(mode).map_err(fail)?;
+    }
     tmp.write_all(bytes).map_err(fail)?;
     tmp.as_file().sync_all().map_err(fail)?;
     tmp.persist(path).map_err(|e| fail(e.error))?;
     Ok(())
+}
+
+/// A temp file is private (0600); the file it becomes keeps the old file's mode, or
+/// gets a regular file's (0644).
+#[cfg(unix)]
+fn mode_for(path: &Path) -> Option<std::fs::Permissions> {
+    use std::os::unix::fs::PermissionsExt;
+    Some(match std::fs::metadata(path) {
+        Ok(old) => old.permissions(),
+        Err(_) => std::fs::Permissions::from_mode(0o644),
+    })
+}
+
+#[cfg(not(unix))]
+fn mode_for(_: &Path) -> Option<std::fs::Permissions> {
+    None
+}
+
+#[cfg(all(test, unix))]
+mod tests {
+    use std::os::unix::fs::PermissionsExt;
+
+    #[test]
+    fn written_files_are_readable_by_others_and_keep_their_mode() {
+        let dir = std::env::temp_dir().join(format!("rnnlm-files-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("a.txt");
+        let _ = std::fs::remove_file(&path);
+        super::atomic_write(&path, b"one").unwrap();
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&path), 0o644);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+        super::atomic_write(&path, b"two").unwrap();
+        assert_eq!(
+            (mode(&path), std::fs::read(&path).unwrap()),
+            (0o640, b"two".to_vec())
+        );
+    }
 }
