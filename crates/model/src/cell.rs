@@ -110,13 +110,13 @@ fn sigmoid(x: Tensor<2>) -> Tensor<2> {
 }
 
 fn split3(x: Tensor<2>) -> [Tensor<2>; 3] {
-    let v = x.clone().chunk(3, 1);
+    let v = x.chunk(3, 1);
     let mut it = v.into_iter();
     std::array::from_fn(|_| it.next().expect("three gates"))
 }
 
 fn split4(x: Tensor<2>) -> [Tensor<2>; 4] {
-    let v = x.clone().chunk(4, 1);
+    let v = x.chunk(4, 1);
     let mut it = v.into_iter();
     std::array::from_fn(|_| it.next().expect("four gates"))
 }
