@@ -426,10 +426,14 @@ fn metric_rows(run: &Path) -> Vec<String> {
 fn resume_equals_uninterrupted(name: &str, common: &[&str], prefix: &str) {
     let dir = tmp(name);
     let full = dir.join("full");
+    let started = Instant::now();
     ok(&[&["train", "--out", s(&full)], common].concat());
+    // Kill at fractions of the uninterrupted run's time, so the moments fall between
+    // checkpoints however fast the machine (or however busy with other tests).
+    let total_ms = started.elapsed().as_millis() as u64;
 
     let mut resumed = 0;
-    for kill_after_ms in [700u64, 1100, 1500, 2300] {
+    for kill_after_ms in [30, 50, 70, 90].map(|percent| total_ms * percent / 100) {
         let part = dir.join(format!("part-{kill_after_ms}"));
         let mut child = xtask(&[&["train", "--out", s(&part)], common].concat())
             .stdout(Stdio::null())
