@@ -150,8 +150,13 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         }
         eprintln!("\nstopping after this minibatch (Ctrl-C again to quit at once)");
     })?;
+    let held_out: String = [("valid", &corpus.valid), ("test", &corpus.test)]
+        .iter()
+        .filter(|(_, split)| !split.is_empty())
+        .map(|(name, split)| format!(", {name} {}", split.len()))
+        .collect();
     println!(
-        "training {} on {} ({} tokens, vocab {}) -> {}",
+        "training {} on {} ({} training tokens{held_out}, vocab {}) -> {}",
         config.model.kind_name(),
         device_name,
         corpus.len(),
