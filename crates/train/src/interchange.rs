@@ -10,7 +10,7 @@ use rnnlm_model::parity::fixture_spec;
 use rnnlm_model::tensors::NamedTensors;
 use rnnlm_model::{Model, ModelConfig, ModelKind};
 
-use crate::run_dir::Progress;
+use crate::progress::Progress;
 use crate::{ModelSection, RunDir, TrainConfig, new_optimizer};
 
 /// Metadata keys of an export.

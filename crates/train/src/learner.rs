@@ -22,7 +22,8 @@ use rnnlm_model::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::run_dir::{Best, EpochMetrics, Progress, RunDir, RunSummary};
+use crate::progress::{Best, EpochMetrics, Progress, RunSummary};
+use crate::run_dir::RunDir;
 use crate::{Optimizer, Schedule, StateMode, TrainConfig, TrainSection, Truncation};
 
 /// How much the trainer prints.

@@ -1,10 +1,12 @@
 //! Training for rnnlm: experiment configs (`config.rs`), the training loop with validation,
-//! schedules and the test score (`learner.rs`), run directories with crash-safe checkpoints (`run_dir.rs`), and the
+//! schedules and the test score (`learner.rs`), what a run records (`progress.rs`), run
+//! directories with crash-safe checkpoints (`run_dir.rs`), and the
 //! sine-wave autoregression of section 8.1 (`sine.rs`).
 
 mod config;
 pub mod interchange;
 mod learner;
+mod progress;
 mod run_dir;
 mod sine;
 #[cfg(test)]
@@ -17,5 +19,6 @@ pub use learner::{
     EpochTrain, MinibatchHook, Output, Session, Summary, check_corpus, new_optimizer, next_lr,
     train_epoch,
 };
-pub use run_dir::{Best, Checkpoint, EpochMetrics, Existing, Progress, RunDir, RunSummary, curves};
+pub use progress::{Best, EpochMetrics, Progress, RunSummary, curves};
+pub use run_dir::{Checkpoint, Existing, RunDir};
 pub use sine::{SineConfig, SineReport, run_sine};
