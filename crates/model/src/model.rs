@@ -34,6 +34,10 @@ pub enum ModelKind {
     Lm,
 }
 
+/// The most parameters a model may have (16 GiB of f64 weights; gradients and optimizer
+/// state take as much again or more).
+pub const MAX_PARAMS: usize = 1 << 31;
+
 /// What a model is; saved as `model.json` beside the weights.
 #[derive(Config, Debug, PartialEq)]
 pub struct ModelConfig {
@@ -107,7 +111,64 @@ impl ModelConfig {
         if self.forget_bias.is_some() && self.cell != CellKind::Lstm {
             return bad("model.forget_bias applies to model.cell = \"lstm\" only".into());
         }
-        Ok(())
+        match self.param_count() {
+            Some(n) if n <= MAX_PARAMS => Ok(()),
+            n => bad(format!(
+                "model.num_hiddens {}, model.num_layers {}, model.embedding_dim {} give {} parameters, more than the {MAX_PARAMS} this tool trains",
+                self.num_hiddens,
+                self.num_layers,
+                self.embedding_dim,
+                n.map_or("over 2^64".into(), |n| n.to_string()),
+            )),
+        }
+    }
+
+    /// The parameter count, in checked arithmetic (`None` when it overflows), so a size is
+    /// refused before anything is allocated.
+    pub fn param_count(&self) -> Option<usize> {
+        let (v, h) = (self.vocab_size, self.num_hiddens);
+        let sum =
+            |terms: &[Option<usize>]| terms.iter().try_fold(0usize, |a, t| a.checked_add((*t)?));
+        if self.kind == ModelKind::Scratch {
+            return sum(&[
+                v.checked_mul(h),
+                h.checked_mul(h),
+                Some(h),
+                h.checked_mul(v),
+                Some(v),
+            ]);
+        }
+        let dirs = if self.bidirectional { 2 } else { 1 };
+        let g = self.cell.gates();
+        let gh = g.checked_mul(h)?;
+        let input = if self.embedding_dim > 0 {
+            self.embedding_dim
+        } else {
+            v
+        };
+        let mut total = if self.embedding_dim > 0 {
+            v.checked_mul(self.embedding_dim)?
+        } else {
+            0
+        };
+        for layer in 0..self.num_layers.min(1 << 20) {
+            let width = if layer == 0 {
+                input
+            } else {
+                h.checked_mul(dirs)?
+            };
+            let one = sum(&[gh.checked_mul(width), gh.checked_mul(h), gh.checked_mul(2)])?;
+            total = total.checked_add(one.checked_mul(dirs)?)?;
+        }
+        if self.num_layers > 1 << 20 {
+            return None;
+        }
+        let decoder = if self.tied {
+            Some(0)
+        } else {
+            h.checked_mul(dirs)?.checked_mul(v)
+        };
+        sum(&[Some(total), decoder, Some(v)])
     }
 
     /// A fresh model, initialised from `seed` on the host (the same on every backend).
@@ -372,9 +433,27 @@ impl Model {
         let record =
             burn::store::ModuleRecord::from_bytes(burn::tensor::Bytes::from_bytes_vec(bytes))
                 .map_err(|e| err(e.to_string()))?;
-        config
+        let model = config
             .init(0, device)?
             .try_load_record(record)
-            .map_err(|e| err(format!("does not match {config:?}: {e}")))
+            .map_err(|e| err(format!("does not match {config:?}: {e}")))?;
+        Ok(model.in_float_type_of(device))
+    }
+
+    /// The parameters in `device`'s float type: a checkpoint written in f64 is read on an
+    /// f32 device (and back) instead of mixing the two in one product.
+    fn in_float_type_of(self, device: &Device) -> Self {
+        let dtype = burn::tensor::DType::from(device.settings().float_dtype);
+        let values: HashMap<ParamId, TensorData> = self
+            .named_params()
+            .iter()
+            .map(|(_, p)| (p.id(), p.data()))
+            .filter(|(_, data)| data.dtype() != dtype)
+            .map(|(id, data)| (id, data.convert_dtype(dtype)))
+            .collect();
+        if values.is_empty() {
+            return self;
+        }
+        self.map(&mut Replace { values, device })
     }
 }

@@ -847,3 +847,42 @@ fn dropout_zeroes_p_of_the_values_scales_the_rest_and_repeats_with_its_seed() {
         run(Some(&mut Dropout::new(0.5, 9)))
     );
 }
+
+/// The size check counts what `init` allocates, and refuses sizes that overflow or
+/// exceed `MAX_PARAMS` before allocating anything.
+#[test]
+fn parameter_counts_are_checked_before_allocation() {
+    let device = device();
+    let lm = |cell, layers, e, tied, bi| {
+        ModelConfig::new(ModelKind::Lm, 11, 6)
+            .with_cell(cell)
+            .with_num_layers(layers)
+            .with_embedding_dim(e)
+            .with_tied(tied)
+            .with_bidirectional(bi)
+    };
+    for config in [
+        ModelConfig::new(ModelKind::Scratch, 11, 6),
+        ModelConfig::new(ModelKind::Concise, 11, 6).with_cell(CellKind::Gru),
+        lm(CellKind::Lstm, 2, 6, true, false),
+        lm(CellKind::Lstm, 3, 4, false, false),
+        lm(CellKind::RnnRelu, 2, 0, false, true),
+    ] {
+        let model = config.init(0, &device).unwrap();
+        assert_eq!(config.param_count(), Some(model.num_params()), "{config:?}");
+    }
+    // word_language_model's 2 x 200 LSTM on PTB, counted by hand:
+    // encoder 2,000,000, two layers of 4*200*(200+200) + 2*800 = 321,600, decoder 2,010,000.
+    let ptb = ModelConfig::new(ModelKind::Lm, 10_000, 200)
+        .with_cell(CellKind::Lstm)
+        .with_num_layers(2)
+        .with_embedding_dim(200);
+    assert_eq!(ptb.param_count(), Some(2_000_000 + 2 * 321_600 + 2_010_000));
+    for h in [1 << 62, 1 << 20] {
+        let err = ModelConfig::new(ModelKind::Scratch, 100, h)
+            .init(0, &device)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("this tool trains"), "{err}");
+    }
+}
