@@ -1,5 +1,6 @@
 //! The loss and one training step shared by the trainer and the parity check.
 
+use burn::module::Module;
 use burn::optim::{GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
@@ -138,6 +139,8 @@ pub fn perplexity_of(
             expected: "at least two tokens per row (use fewer rows or more text)".into(),
         });
     }
+    // Off the autodiff device: nothing is recorded for a backward pass.
+    let (model, device) = (&model.valid(), &device.clone().without_autodiff());
     let mut state = model.begin_state(batch_size, device);
     let (mut nll, mut count) = (0.0, 0usize);
     for start in (0..row_len - 1).step_by(num_steps) {
