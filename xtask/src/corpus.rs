@@ -44,7 +44,7 @@ pub struct CorpusArgs {
     /// Print one JSON object instead of text.
     #[arg(long)]
     pub json: bool,
-    /// Also count n-grams for n = 1..=N and show the most frequent.
+    /// Also count n-grams for n = 1..=N (N at most 10) and show the most frequent.
     #[arg(long)]
     pub ngrams: Option<usize>,
     /// Write the Zipf's-law figure (n = 1, 2, 3, log-log) as SVG.
@@ -68,6 +68,11 @@ fn ngram_rows(corpus: &Corpus, n: usize, top: usize) -> Vec<(String, usize)> {
 }
 
 pub fn run(args: &CorpusArgs) -> Result<()> {
+    if let Some(n) = args.ngrams
+        && !(1..=10).contains(&n)
+    {
+        anyhow::bail!("--ngrams {n}: expected 1 to 10 (the book counts up to 3)");
+    }
     let dirs = DataDirs::from_env(args.source.data_dir.clone());
     let corpus = load_corpus(
         &args.source.source(),

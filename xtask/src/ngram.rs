@@ -33,9 +33,14 @@ pub fn run(args: &NgramArgs) -> Result<()> {
         bail!("--n {}: expected 1, 2 or 3", args.n);
     }
     let eps: [f64; 3] = match args.eps[..] {
-        [a, b, c] if [a, b, c].iter().all(|e| e.is_finite() && *e >= 0.0) => [a, b, c],
+        [a, b, c]
+            if [a, b, c].iter().all(|e| e.is_finite() && *e >= 0.0)
+                && [a, b, c][..args.n].iter().all(|e| *e > 0.0) =>
+        {
+            [a, b, c]
+        }
         _ => bail!(
-            "--eps {:?}: expected three non-negative numbers e1,e2,e3",
+            "--eps {:?}: expected three numbers e1,e2,e3 >= 0, the first --n of them positive (0 gives unseen n-grams probability 0: an infinite or undefined perplexity)",
             args.eps
         ),
     };
@@ -53,7 +58,14 @@ pub fn run(args: &NgramArgs) -> Result<()> {
     } else {
         ""
     };
-    println!("top {}-grams of the whole corpus:", args.n);
+    let read = match args.max_tokens {
+        0 => "the whole corpus".to_string(),
+        n => format!(
+            "the first {} tokens (--max-tokens {n}; 0 reads all)",
+            corpus.len()
+        ),
+    };
+    println!("top {}-grams of {read}:", args.n);
     for (gram, count) in count_ngrams(&corpus.indices, args.n).counts.iter().take(10) {
         println!("  {:?} {count}", corpus.vocab.to_tokens(gram).join(sep));
     }
