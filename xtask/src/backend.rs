@@ -3,6 +3,7 @@
 use anyhow::{Result, bail};
 use burn::tensor::{Device, FloatDType};
 use clap::ValueEnum;
+use rnnlm_train::RunInfo;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum Backend {
@@ -33,10 +34,10 @@ pub struct DeviceArgs {
     /// cuda: GPU 0 when absent).
     #[arg(long)]
     pub device: Option<usize>,
-    /// Float precision (f64 on flex and ndarray).
-    #[arg(long, value_enum, default_value = "f32")]
-    pub dtype: Dtype,
-    /// CPU threads for the flex backend (default: all cores).
+    /// Float precision (f64 on flex and ndarray) [default: the run's, else f32].
+    #[arg(long, value_enum)]
+    pub dtype: Option<Dtype>,
+    /// CPU threads for the flex backend [default: the run's, else all cores].
     #[arg(long)]
     pub threads: Option<usize>,
 }
@@ -115,12 +116,76 @@ impl Backend {
     }
 }
 
+/// The cores the OS gives this process (the thread pools' default size).
+fn cores() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
 impl DeviceArgs {
+    /// What a new run records in `run.json`.
+    pub fn info(&self) -> RunInfo {
+        RunInfo {
+            backend: format!("{:?}", self.backend).to_lowercase(),
+            dtype: format!("{:?}", self.dtype.unwrap_or(Dtype::F32)).to_lowercase(),
+            threads: self.threads.unwrap_or_else(cores),
+        }
+    }
+
+    /// For commands that read a run: its float type and threads where no flag says otherwise.
+    pub fn for_run(&self, info: Option<&RunInfo>) -> Result<Self> {
+        let mut args = self.clone();
+        if let Some(info) = info {
+            let recorded = Dtype::from_str(&info.dtype, true)
+                .map_err(|e| anyhow::anyhow!("run.json: dtype {:?}: {e}", info.dtype))?;
+            args.dtype = args.dtype.or(Some(recorded));
+            args.threads = args.threads.or(Some(info.threads));
+        }
+        Ok(args)
+    }
+
+    /// For `train --resume`: the run's float type and threads; a flag that differs from
+    /// them is an error (either changes the numbers), another backend is said.
+    pub fn for_resume(&self, info: Option<&RunInfo>, run: &std::path::Path) -> Result<Self> {
+        let Some(info) = info else {
+            return Ok(self.clone());
+        };
+        let args = self.for_run(Some(info))?;
+        let given = args.info();
+        let path = run.join("run.json");
+        if given.dtype != info.dtype {
+            bail!(
+                "the run computes in {} ({}); resume it without --dtype or with --dtype {}",
+                info.dtype,
+                path.display(),
+                info.dtype
+            );
+        }
+        if given.threads != info.threads {
+            bail!(
+                "the run was trained with {} threads ({}); another count changes its sums in the last digits: resume with --threads {} (or without --threads)",
+                info.threads,
+                path.display(),
+                info.threads
+            );
+        }
+        if given.backend != info.backend {
+            eprintln!(
+                "note: the run was trained on {}, it continues on {} (results may differ in the last digits)",
+                info.backend, given.backend
+            );
+        }
+        Ok(args)
+    }
+
     /// The autodiff device for the chosen backend, and its name for reports.
     pub fn device(&self) -> Result<(Device, String)> {
         if let Some(n) = self.threads {
-            if n == 0 {
-                bail!("--threads 0: give at least one thread");
+            let most = 4 * cores();
+            if n == 0 || n > most {
+                bail!(
+                    "--threads {n}: give 1 to {most} (four times the {} cores here)",
+                    cores()
+                );
             }
             // Read when the thread pools start, before any tensor work: rayon's (flex,
             // ndarray) and OpenMP's (libtorch).
@@ -143,7 +208,7 @@ impl DeviceArgs {
         if !self.backend.computes_on_host() {
             probe(&device, &name)?;
         }
-        if self.dtype == Dtype::F64 {
+        if self.dtype == Some(Dtype::F64) {
             if !matches!(self.backend, Backend::Flex | Backend::Ndarray) {
                 bail!(
                     "--dtype f64 is supported on the flex and ndarray backends, not {:?}",

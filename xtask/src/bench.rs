@@ -239,7 +239,7 @@ fn compare(args: &BenchArgs, overrides: &[String]) -> Result<serde_json::Value> 
     let device_args = DeviceArgs {
         backend: args.backend,
         device: args.device,
-        dtype: Dtype::F32,
+        dtype: Some(Dtype::F32),
         threads: Some(args.threads),
     };
     let (device, _) = device_args.device()?;

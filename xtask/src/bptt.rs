@@ -28,7 +28,7 @@ pub struct BpttArgs {
 
 pub fn run(args: &BpttArgs) -> Result<()> {
     let run = RunDir::existing(&args.checkpoint)?;
-    let (device, _) = args.device.device()?;
+    let device = crate::train::run_device(&run, &args.device)?;
     let (config, _, model_config, trained) = run.load_trained(&device)?;
     if model_config.num_layers != 1 || model_config.bidirectional {
         bail!(

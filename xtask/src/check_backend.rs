@@ -42,10 +42,11 @@ fn sh(cmd: &mut Command) -> Result<String> {
 
 /// The training perplexities of a run's `metrics.csv`.
 fn perplexities(run: &Path) -> Result<Vec<f64>> {
-    let run = RunDir {
-        path: run.to_path_buf(),
-    };
-    Ok(run.read_metrics()?.iter().map(|m| m.perplexity).collect())
+    Ok(RunDir::existing(run)?
+        .read_metrics()?
+        .iter()
+        .map(|m| m.perplexity)
+        .collect())
 }
 
 pub fn run(args: &CheckArgs) -> Result<()> {

@@ -31,7 +31,7 @@ pub fn run(args: &PlotArgs) -> Result<()> {
     let mut series = Vec::new();
     let y = |ppl: f64| if args.nats { ppl.ln() } else { ppl };
     for path in &args.runs {
-        let metrics = RunDir { path: path.clone() }.read_metrics()?;
+        let metrics = RunDir::existing(path)?.read_metrics()?;
         let name = path.file_name().map_or_else(
             || path.display().to_string(),
             |n| n.to_string_lossy().into_owned(),

@@ -9,7 +9,7 @@ use clap::Args;
 use rnnlm_model::{
     Decoding, Model, generate as generate_tokens, prefix_tokens, token_text, unknown_tokens,
 };
-use rnnlm_train::{Existing, Output, RunDir, Session, TrainConfig, check_corpus};
+use rnnlm_train::{Existing, Opened, Output, RunDir, Session, TrainConfig, check_corpus};
 
 use crate::backend::DeviceArgs;
 
@@ -31,7 +31,7 @@ pub struct TrainArgs {
     #[arg(long)]
     pub epochs: Option<usize>,
     /// Override train.lr.
-    #[arg(long, allow_negative_numbers = true)]
+    #[arg(long, allow_negative_numbers = true, value_parser = positive_number)]
     pub lr: Option<f64>,
     /// Override train.seed.
     #[arg(long)]
@@ -53,7 +53,9 @@ pub struct TrainArgs {
 }
 
 impl TrainArgs {
-    fn overrides(&self) -> Vec<String> {
+    /// The flags as `--set` overrides (paths made absolute, so a resume from elsewhere
+    /// finds them).
+    fn overrides(&self) -> Result<Vec<String>> {
         let mut o = self.set.clone();
         if let Some(e) = self.epochs {
             o.push(format!("train.num_epochs={e}"));
@@ -64,40 +66,56 @@ impl TrainArgs {
         if let Some(s) = self.seed {
             o.push(format!("train.seed={s}"));
         }
+        let absolute = |p: &Path| {
+            std::path::absolute(p).with_context(|| format!("cannot resolve {}", p.display()))
+        };
         if let Some(d) = &self.data_dir {
-            o.push(format!("data.data_dir={}", toml_string(d)));
+            o.push(format!("data.data_dir={}", toml_string(&absolute(d)?)));
         }
         if let Some(c) = &self.corpus {
-            o.push(format!("data.train={}", toml_string(c)));
+            o.push(format!("data.train={}", toml_string(&absolute(c)?)));
         }
-        o
+        Ok(o)
     }
 
-    /// The run directory and its config: from --config, or from the run itself on resume.
+    /// The run directory and its config: from --config, or from the run itself on resume,
+    /// where only `TrainConfig::RESUMABLE` keys may change (and are recorded).
     fn resolve(&self) -> Result<(PathBuf, TrainConfig, Existing)> {
         let explicit = self.resume.clone().flatten().or_else(|| self.out.clone());
+        let overrides = self.overrides()?;
         if self.resume.is_some() {
             let dir = match (&explicit, &self.config) {
                 (Some(dir), _) => dir.clone(),
                 (None, Some(config)) => default_run_dir(config),
                 (None, None) => bail!("--resume needs a run directory: --resume runs/NAME"),
             };
-            let run_config = dir.join("config.toml");
-            if !run_config.exists() {
+            let run = RunDir::existing(&dir).context("cannot resume")?;
+            let saved = run.read_config()?;
+            let config = match &self.config {
+                // A config given again may differ only where the overrides may.
+                Some(path) => TrainConfig::load(path, &overrides)?,
+                None => TrainConfig::parse(&saved.to_toml(), &overrides)
+                    .context("invalid flags or --set overrides")?,
+            };
+            let fixed: Vec<String> = saved
+                .changed_keys(&config)
+                .into_iter()
+                .filter(|k| !TrainConfig::RESUMABLE.contains(&k.as_str()))
+                .collect();
+            if !fixed.is_empty() {
                 bail!(
-                    "cannot resume {}: it has no config.toml (was it made by `cargo xtask train`?)",
-                    dir.display()
+                    "a resumed run keeps its config, but {} would change (only {} may); start a new run for that",
+                    fixed.join(", "),
+                    TrainConfig::RESUMABLE.join(", ")
                 );
             }
-            let text = std::fs::read_to_string(&run_config)?;
-            let config = TrainConfig::parse(&text, &self.overrides())
-                .with_context(|| format!("invalid config {}", run_config.display()))?;
             return Ok((dir, config, Existing::Resume));
         }
         let Some(path) = &self.config else {
             bail!("give --config configs/NAME.toml (or --resume runs/NAME)");
         };
-        let config = TrainConfig::load(path, &self.overrides())?;
+        let mut config = TrainConfig::load(path, &overrides)?;
+        config.data.absolutize()?;
         let dir = explicit.unwrap_or_else(|| default_run_dir(path));
         let existing = if self.force {
             Existing::Replace
@@ -105,6 +123,13 @@ impl TrainArgs {
             Existing::Refuse
         };
         Ok((dir, config, existing))
+    }
+}
+
+fn positive_number(s: &str) -> Result<f64, String> {
+    match s.parse::<f64>() {
+        Ok(v) if v.is_finite() && v > 0.0 => Ok(v),
+        _ => Err(format!("{s} is not a positive finite number")),
     }
 }
 
@@ -125,22 +150,42 @@ fn default_run_dir(config: &Path) -> PathBuf {
 
 pub fn run(args: &TrainArgs) -> Result<()> {
     let (dir, config, existing) = args.resolve()?;
-    let (device, device_name) = args.device.device()?;
-    let engine = config.engine(args.device.backend.computes_on_host());
+    let device_args = match existing {
+        Existing::Resume => args
+            .device
+            .for_resume(RunDir::existing(&dir)?.read_info()?.as_ref(), &dir)?,
+        _ => args.device.clone(),
+    };
+    let (device, device_name) = device_args.device()?;
+    let engine = config.engine(device_args.backend.computes_on_host());
     let device_name = format!("{device_name}, {engine:?} engine").to_lowercase();
     let corpus = config.data.load_corpus()?;
     check_corpus(&config, &corpus)?;
-    let run = RunDir::open(&dir, existing)?;
-    if existing == Existing::Resume {
-        let saved = run.read_vocab()?;
-        if saved != corpus.vocab {
-            bail!(
-                "the corpus now gives a different vocabulary ({} tokens) from the run's {} ({} tokens); resume with the same data settings",
-                corpus.vocab.len(),
-                run.file("vocab.json").display(),
-                saved.len()
-            );
+    config.model_config(corpus.vocab.len()).validate()?;
+    let (run, opened) = RunDir::open(&dir, existing)?;
+    match opened {
+        Opened::Resumed => {
+            run.check_resumable(&config, &corpus.vocab)?;
+            let saved = run.read_config()?;
+            for key in saved.changed_keys(&config) {
+                run.log(&format!(
+                    "resumed with a new {key} (recorded in config.toml)"
+                ))?;
+                println!("resuming with a new {key} (recorded in config.toml)");
+            }
+            run.write_config(&config)?;
         }
+        Opened::Restarted => println!(
+            "{} has no checkpoint yet: starting it from the beginning",
+            dir.display()
+        ),
+        Opened::Replaced if existing != Existing::Replace => {
+            println!("replacing {}: it holds no checkpoint", dir.display())
+        }
+        _ => {}
+    }
+    if opened != Opened::Resumed {
+        run.write_info(&device_args.info())?;
     }
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
@@ -170,7 +215,7 @@ pub fn run(args: &TrainArgs) -> Result<()> {
         engine,
         device_name: &device_name,
         run: &run,
-        resume: existing == Existing::Resume,
+        resume: opened == Opened::Resumed,
         output: if args.quiet {
             Output::Quiet
         } else {
@@ -222,6 +267,11 @@ pub struct GenerateArgs {
     pub device: DeviceArgs,
 }
 
+/// The device for reading a run: its own float type and threads unless flags say otherwise.
+pub fn run_device(run: &RunDir, args: &DeviceArgs) -> Result<burn::tensor::Device> {
+    Ok(args.for_run(run.read_info()?.as_ref())?.device()?.0)
+}
+
 /// The weights `--weights` names: `best/`, or the last checkpoint.
 fn weights_dir(run: &RunDir, weights: Option<&str>) -> Result<PathBuf> {
     match weights {
@@ -237,7 +287,7 @@ pub fn generate(args: &GenerateArgs) -> Result<()> {
     use std::io::Write;
     let run = RunDir::existing(&args.checkpoint)
         .with_context(|| format!("cannot open checkpoint {}", args.checkpoint.display()))?;
-    let (device, _) = args.device.device()?;
+    let device = run_device(&run, &args.device)?;
     let (config, vocab, model_config, _) = run.load_trained(&device)?;
     let model = Model::load(
         &model_config,
@@ -326,7 +376,7 @@ pub struct EvalArgs {
 /// scores its validation and test splits (`train.eval_batch_size` rows, `num_steps` chunks).
 pub fn eval(args: &EvalArgs) -> Result<()> {
     let run = RunDir::existing(&args.checkpoint)?;
-    let (device, _) = args.device.device()?;
+    let device = run_device(&run, &args.device)?;
     let (mut config, vocab, model_config, _) = run.load_trained(&device)?;
     let weights = weights_dir(&run, args.weights.as_deref())?;
     let model = Model::load(&model_config, &weights, &device)?;
@@ -401,7 +451,7 @@ pub struct ExportArgs {
 /// Writes a run's model under its PyTorch `state_dict` names, vocab and config in the metadata.
 pub fn export(args: &ExportArgs) -> Result<()> {
     let run = RunDir::existing(&args.checkpoint)?;
-    let (device, _) = args.device.device()?;
+    let device = run_device(&run, &args.device)?;
     let (_, vocab, model_config, _) = run.load_trained(&device)?;
     let weights = weights_dir(&run, args.weights.as_deref())?;
     let model = Model::load(&model_config, &weights, &device)?;
@@ -474,7 +524,8 @@ pub fn import(args: &ImportArgs) -> Result<()> {
     } else {
         Existing::Refuse
     };
-    let run = RunDir::open(&args.out, existing)?;
+    let (run, _) = RunDir::open(&args.out, existing)?;
+    run.write_info(&args.device.info())?;
     interchange::import(&tensors, &vocab, &base, &run, &device)?;
     println!(
         "imported {} into {} ({:?} {} x {}, vocab {})",

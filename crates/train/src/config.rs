@@ -76,6 +76,24 @@ impl DataConfig {
         Ok(load_corpus_with(&self.source(), &options, &dirs)?)
     }
 
+    /// Makes the file paths absolute (relative ones are read from the current directory),
+    /// so the run's recorded config finds them from anywhere.
+    pub fn absolutize(&mut self) -> Result<()> {
+        for path in [
+            &mut self.train,
+            &mut self.valid,
+            &mut self.test,
+            &mut self.data_dir,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            *path = std::path::absolute(&*path)
+                .with_context(|| format!("cannot resolve {}", path.display()))?;
+        }
+        Ok(())
+    }
+
     fn validate(&self) -> Result<()> {
         for (key, value) in [
             ("data.valid_fraction", self.valid_fraction),
@@ -335,7 +353,7 @@ impl Default for TrainSection {
             num_epochs: 500,
             seed: 0,
             predict_every: 10,
-            checkpoint_every: 10,
+            checkpoint_every: 1,
             prefixes: vec!["time traveller".into(), "traveller".into()],
             num_preds: 50,
             truncation: Truncation::Regular,
@@ -350,7 +368,13 @@ impl TrainConfig {
     pub fn load(path: &Path, overrides: &[String]) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read config {}", path.display()))?;
-        Self::parse(&text, overrides).with_context(|| format!("invalid config {}", path.display()))
+        let file = || format!("invalid config {}", path.display());
+        toml::from_str::<toml::Table>(&text).with_context(file)?;
+        // The file parses: an error now comes from it or from an override; say which ones.
+        Self::parse(&text, overrides).with_context(|| match overrides {
+            [] => file(),
+            _ => format!("{} with {}", file(), overrides.join(" ")),
+        })
     }
 
     pub fn parse(text: &str, overrides: &[String]) -> Result<Self> {
@@ -467,6 +491,40 @@ impl TrainConfig {
             norm: on(self.train.theta),
             value: on(self.train.clip_value),
         }
+    }
+
+    /// The keys a resumed run may change: they extend it, or change only what it prints
+    /// or where it finds the same (sha1-verified) data.
+    pub const RESUMABLE: [&str; 6] = [
+        "train.num_epochs",
+        "train.predict_every",
+        "train.checkpoint_every",
+        "train.prefixes",
+        "train.num_preds",
+        "data.data_dir",
+    ];
+
+    /// The dotted keys whose values differ between `self` and `other`.
+    pub fn changed_keys(&self, other: &Self) -> Vec<String> {
+        fn walk(prefix: &str, a: &toml::Table, b: &toml::Table, out: &mut Vec<String>) {
+            let mut keys: Vec<&String> = a.keys().chain(b.keys()).collect();
+            keys.sort();
+            keys.dedup();
+            for key in keys {
+                let name = format!("{prefix}{key}");
+                match (a.get(key), b.get(key)) {
+                    (Some(toml::Value::Table(x)), Some(toml::Value::Table(y))) => {
+                        walk(&format!("{name}."), x, y, out)
+                    }
+                    (x, y) if x != y => out.push(name),
+                    _ => {}
+                }
+            }
+        }
+        let table = |c: &Self| toml::Table::try_from(c).expect("a config always serializes");
+        let mut out = Vec::new();
+        walk("", &table(self), &table(other), &mut out);
+        out
     }
 
     pub fn to_toml(&self) -> String {

@@ -344,6 +344,20 @@ impl Session<'_> {
         })
     }
 
+    /// What a stopped run leaves, said truthfully.
+    fn kept(&self, saved: Option<usize>) -> String {
+        match saved {
+            Some(epoch) => format!(
+                "the checkpoint of epoch {epoch} is kept in {} (continue with --resume)",
+                self.run.path.display()
+            ),
+            None => format!(
+                "no epoch reached a checkpoint, so nothing is kept in {} (the same command starts it again)",
+                self.run.path.display()
+            ),
+        }
+    }
+
     pub fn train(&self) -> Result<Summary> {
         let (config, t) = (self.config, &self.config.train);
         check_corpus(config, self.corpus)?;
@@ -369,6 +383,8 @@ impl Session<'_> {
             .map_or(String::new(), |n| n.to_string_lossy().into_owned());
         let terminal = self.output == Output::Auto && std::io::stderr().is_terminal();
         let mut interrupted = false;
+        // The epoch of the last checkpoint on disk, for messages that say what is kept.
+        let mut saved = self.resume.then_some(progress.epoch);
 
         for epoch in progress.epoch..t.num_epochs {
             let started = Instant::now();
@@ -376,7 +392,6 @@ impl Session<'_> {
             let best_before = progress.best.map(|b| b.valid_perplexity);
             let elapsed = progress.seconds;
             let first_step = progress.step;
-            let last_checkpoint = progress.epoch;
             let bar = terminal.then(|| progress_bar(epoch + 1, t.num_epochs));
             let validates = !self.corpus.valid.is_empty() && t.eval_every > 0;
             let mut hook = |m: &Model, train: EpochTrain| -> Result<()> {
@@ -420,12 +435,7 @@ impl Session<'_> {
                 self.stop,
                 Some(&mut hook),
             )
-            .with_context(|| {
-                format!(
-                    "the last good checkpoint (epoch {last_checkpoint}) is kept in {}",
-                    self.run.path.display()
-                )
-            })?;
+            .with_context(|| self.kept(saved))?;
             model = trained;
             if let Some(bar) = bar {
                 bar.finish_and_clear();
@@ -482,6 +492,7 @@ impl Session<'_> {
             }
             if m.epoch.is_multiple_of(t.checkpoint_every) || m.epoch == t.num_epochs || early_stop {
                 self.run.save_checkpoint(&model, &optimizer, &progress)?;
+                saved = Some(progress.epoch);
             }
             if early_stop {
                 self.say(&format!(
@@ -492,11 +503,11 @@ impl Session<'_> {
             }
         }
         if interrupted {
-            let line = format!(
-                "interrupted; the last checkpoint is in {} (continue with --resume)",
-                self.run.path.display()
-            );
-            self.say(&line)?;
+            self.say(&format!(
+                "interrupted in epoch {}; {}",
+                progress.epoch + 1,
+                self.kept(saved)
+            ))?;
             return Ok(Summary {
                 metrics: progress.metrics,
                 predictions: Vec::new(),

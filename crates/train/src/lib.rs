@@ -20,5 +20,5 @@ pub use learner::{
     train_epoch,
 };
 pub use progress::{Best, EpochMetrics, Progress, RunSummary, curves};
-pub use run_dir::{Checkpoint, Existing, RunDir};
+pub use run_dir::{Checkpoint, Existing, Opened, RunDir, RunInfo};
 pub use sine::{SineConfig, SineReport, run_sine};

@@ -12,6 +12,7 @@ use burn::optim::ModuleOptimizer;
 use burn::tensor::{Bytes, Device};
 use rnnlm_data::{Vocab, atomic_write};
 use rnnlm_model::{Model, ModelConfig};
+use serde::{Deserialize, Serialize};
 
 use crate::TrainConfig;
 use crate::progress::{Best, EpochMetrics, Progress, RunSummary, curves};
@@ -24,46 +25,183 @@ pub struct Checkpoint {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Existing {
-    /// An existing run directory is an error.
+    /// An existing run directory with a checkpoint is an error.
     Refuse,
-    /// Delete it and start again.
+    /// Replace an existing run directory (never anything else).
     Replace,
     /// Continue from its last checkpoint.
     Resume,
 }
 
+/// What `open` found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Opened {
+    /// A new (or empty) directory.
+    Created,
+    /// A run directory this program made, emptied: with `--force`, or because it had no
+    /// checkpoint to lose.
+    Replaced,
+    /// A run directory with a checkpoint to continue from.
+    Resumed,
+    /// `Resume` asked, but the run never reached a checkpoint: it starts from the beginning.
+    Restarted,
+}
+
+/// `run.json`: how a run computes beyond its config. A resumed run must match it (a
+/// different float type or thread count changes the numbers); generate and eval use it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RunInfo {
+    /// The backend's name (`flex`, `ndarray`, `wgpu`, ...).
+    pub backend: String,
+    /// `f32` or `f64`.
+    pub dtype: String,
+    /// CPU threads of the backend's pool.
+    pub threads: usize,
+}
+
+/// A run directory. Opened for training it holds an exclusive lock on `run.lock` (released
+/// when dropped, or by the OS when the process dies), so two runs never write one directory.
 pub struct RunDir {
     pub path: PathBuf,
+    _lock: Option<fs::File>,
 }
 
 const LATEST: &str = "LATEST";
+const LOCK: &str = "run.lock";
+
+/// Everything this program writes in a run directory. `--force` replaces a directory
+/// only if it holds a config and checkpoints and nothing outside this list.
+const ENTRIES: [&str; 12] = [
+    "config.toml",
+    "vocab.json",
+    "model.json",
+    "run.json",
+    "metrics.csv",
+    "perplexity.svg",
+    "log.txt",
+    "summary.json",
+    "checkpoints",
+    "best",
+    "bptt.svg",
+    LOCK,
+];
+
+/// An io error with the path it concerns.
+fn at(path: &Path, what: &str) -> impl FnOnce(std::io::Error) -> anyhow::Error {
+    let message = format!("cannot {what} {}", path.display());
+    move |e| anyhow::Error::new(e).context(message)
+}
 
 impl RunDir {
-    /// Opens (or creates) a run directory according to `existing`.
-    pub fn open(path: &Path, existing: Existing) -> Result<Self> {
-        let run = Self {
-            path: path.to_path_buf(),
+    /// Opens a run directory for training as `existing` asks, locked. Nothing but a run
+    /// directory this program made (config, checkpoints, no foreign files) is ever
+    /// deleted, and never the current directory or one above it.
+    pub fn open(path: &Path, existing: Existing) -> Result<(Self, Opened)> {
+        if path.exists() && !path.is_dir() {
+            bail!("{} is a file, not a run directory", path.display());
+        }
+        let entries: Vec<String> = match fs::read_dir(path) {
+            Ok(dir) => dir
+                .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+                .collect::<std::io::Result<_>>()
+                .map_err(at(path, "read"))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Vec::new(),
+            Err(e) => return Err(at(path, "read")(e)),
         };
-        let exists = path.exists()
-            && fs::read_dir(path)
-                .map(|mut d| d.next().is_some())
-                .unwrap_or(true);
-        match (exists, existing) {
-            (true, Existing::Refuse) => bail!(
+        let is_run = path.join("config.toml").is_file() && path.join("checkpoints").is_dir();
+        let has_checkpoint = path.join("checkpoints").join(LATEST).is_file();
+        let opened = match (entries.iter().all(|e| e == LOCK), existing) {
+            (true, Existing::Resume) => bail!(
+                "cannot resume: {} holds no run (start one with --config)",
+                path.display()
+            ),
+            (true, _) => Opened::Created,
+            (false, _) if !is_run => bail!(
+                "{} is not empty and is not a run directory (no config.toml and checkpoints/); choose another --out (--force only replaces run directories)",
+                path.display()
+            ),
+            (false, Existing::Resume) if has_checkpoint => Opened::Resumed,
+            (false, Existing::Resume) => Opened::Restarted,
+            (false, Existing::Refuse) if has_checkpoint => bail!(
                 "run directory {} already exists; pass --resume to continue it or --force to replace it",
                 path.display()
             ),
-            (true, Existing::Replace) => fs::remove_dir_all(path)
-                .with_context(|| format!("cannot remove {}", path.display()))?,
-            (false, Existing::Resume) => bail!(
-                "cannot resume: run directory {} does not exist",
-                path.display()
-            ),
-            _ => {}
+            (false, _) => Opened::Replaced,
+        };
+        fs::create_dir_all(path).map_err(at(path, "create"))?;
+        let run = Self {
+            path: path.to_path_buf(),
+            _lock: Some(lock(path)?),
+        };
+        if opened == Opened::Replaced {
+            run.empty(&entries)?;
         }
-        fs::create_dir_all(path.join("checkpoints"))
-            .with_context(|| format!("cannot create {}", path.display()))?;
-        Ok(run)
+        let checkpoints = run.file("checkpoints");
+        fs::create_dir_all(&checkpoints).map_err(at(&checkpoints, "create"))?;
+        Ok((run, opened))
+    }
+
+    /// Deletes what this program wrote, after checking that nothing else is there and
+    /// that the directory is not the current one or above it.
+    fn empty(&self, entries: &[String]) -> Result<()> {
+        let foreign: Vec<&String> = entries
+            .iter()
+            .filter(|e| !ENTRIES.contains(&e.as_str()))
+            .collect();
+        if !foreign.is_empty() {
+            bail!(
+                "will not replace {}: it holds files that rnnlm does not write ({}); move them or choose another --out",
+                self.path.display(),
+                foreign
+                    .iter()
+                    .map(|s| s.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        let here = std::env::current_dir()
+            .and_then(|d| d.canonicalize())
+            .map_err(|e| anyhow::anyhow!("cannot resolve the current directory: {e}"))?;
+        let dir = self
+            .path
+            .canonicalize()
+            .map_err(at(&self.path, "resolve"))?;
+        if here.starts_with(&dir) {
+            bail!(
+                "will not replace {}: it is the current directory or one above it",
+                self.path.display()
+            );
+        }
+        for entry in entries.iter().filter(|e| e.as_str() != LOCK) {
+            let path = self.file(entry);
+            if path.is_dir() {
+                fs::remove_dir_all(&path).map_err(at(&path, "remove"))?;
+            } else {
+                fs::remove_file(&path).map_err(at(&path, "remove"))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn write_info(&self, info: &RunInfo) -> Result<()> {
+        atomic_write(
+            &self.file("run.json"),
+            serde_json::to_string_pretty(info)?.as_bytes(),
+        )?;
+        Ok(())
+    }
+
+    /// `run.json`; `None` for runs made before it was recorded.
+    pub fn read_info(&self) -> Result<Option<RunInfo>> {
+        let path = self.file("run.json");
+        match fs::read_to_string(&path) {
+            Ok(text) => Ok(Some(
+                serde_json::from_str(&text)
+                    .with_context(|| format!("invalid {}", path.display()))?,
+            )),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(at(&path, "read")(e)),
+        }
     }
 
     /// An existing run directory, for commands that only read it (generate, eval,
@@ -78,6 +216,7 @@ impl RunDir {
         }
         Ok(Self {
             path: path.to_path_buf(),
+            _lock: None,
         })
     }
 
@@ -92,7 +231,7 @@ impl RunDir {
         vocab: &Vocab,
         model: &ModelConfig,
     ) -> Result<()> {
-        atomic_write(&self.file("config.toml"), config.to_toml().as_bytes())?;
+        self.write_config(config)?;
         atomic_write(
             &self.file("vocab.json"),
             serde_json::to_string(vocab)?.as_bytes(),
@@ -101,6 +240,33 @@ impl RunDir {
             &self.file("model.json"),
             serde_json::to_string_pretty(model)?.as_bytes(),
         )?;
+        Ok(())
+    }
+
+    pub fn write_config(&self, config: &TrainConfig) -> Result<()> {
+        atomic_write(&self.file("config.toml"), config.to_toml().as_bytes())?;
+        Ok(())
+    }
+
+    /// Before a resume: the corpus still gives the run's vocabulary, and `model.json` is
+    /// the model the config describes (not edited since).
+    pub fn check_resumable(&self, config: &TrainConfig, vocab: &Vocab) -> Result<()> {
+        let saved = self.read_vocab()?;
+        if saved != *vocab {
+            bail!(
+                "the corpus now gives a different vocabulary ({} tokens) from the run's {} ({} tokens); resume with the same data settings",
+                vocab.len(),
+                self.file("vocab.json").display(),
+                saved.len()
+            );
+        }
+        if self.read_model_config()? != config.model_config(vocab.len()) {
+            bail!(
+                "{} does not match the [model] section of {} (was it edited?); the checkpoint was trained as the config says",
+                self.file("model.json").display(),
+                self.file("config.toml").display()
+            );
+        }
         Ok(())
     }
 
@@ -179,7 +345,7 @@ impl RunDir {
     /// Writes the model with the lowest validation perplexity into `best/`.
     pub fn save_best(&self, model: &Model, best: &Best) -> Result<()> {
         let dir = self.file("best");
-        fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        fs::create_dir_all(&dir).map_err(at(&dir, "create"))?;
         model.save(&dir)?;
         atomic_write(
             &dir.join("best.json"),
@@ -208,12 +374,13 @@ impl RunDir {
 
     /// Appends a line to `log.txt`.
     pub fn log(&self, line: &str) -> Result<()> {
-        let mut f = fs::OpenOptions::new()
+        let path = self.file("log.txt");
+        fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.file("log.txt"))?;
-        writeln!(f, "{line}")?;
-        Ok(())
+            .open(&path)
+            .and_then(|mut f| writeln!(f, "{line}"))
+            .map_err(at(&path, "write"))
     }
 
     /// Writes `checkpoints/epoch-N/` in full, then points `LATEST` at it and removes older ones.
@@ -227,9 +394,9 @@ impl RunDir {
         let name = format!("epoch-{:06}", progress.epoch);
         let dir = dirs.join(&name);
         if dir.exists() {
-            fs::remove_dir_all(&dir)?;
+            fs::remove_dir_all(&dir).map_err(at(&dir, "remove"))?;
         }
-        fs::create_dir_all(&dir)?;
+        fs::create_dir_all(&dir).map_err(at(&dir, "create"))?;
         model.save(&dir)?;
         let optim = optimizer
             .into_bytes()
@@ -242,11 +409,10 @@ impl RunDir {
         sync_dir(&dir)?;
         atomic_write(&dirs.join(LATEST), name.as_bytes())?;
         sync_dir(&dirs)?;
-        for entry in fs::read_dir(&dirs)? {
-            let entry = entry?;
-            let old = entry.file_name();
-            if entry.path().is_dir() && old != name.as_str() {
-                fs::remove_dir_all(entry.path())?;
+        for entry in fs::read_dir(&dirs).map_err(at(&dirs, "read"))? {
+            let old = entry.map_err(at(&dirs, "read"))?.path();
+            if old.is_dir() && old.file_name() != Some(name.as_ref()) {
+                fs::remove_dir_all(&old).map_err(at(&old, "remove"))?;
             }
         }
         Ok(())
@@ -293,6 +459,27 @@ impl RunDir {
 }
 
 fn sync_dir(dir: &Path) -> Result<()> {
-    fs::File::open(dir)?.sync_all()?;
-    Ok(())
+    fs::File::open(dir)
+        .and_then(|f| f.sync_all())
+        .map_err(at(dir, "sync"))
+}
+
+/// Takes the run's lock, or says that another process holds it.
+fn lock(dir: &Path) -> Result<fs::File> {
+    let path = dir.join(LOCK);
+    let file = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(&path)
+        .map_err(at(&path, "create"))?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => bail!(
+            "{} is in use by another rnnlm process (it holds {}); wait for it to end",
+            dir.display(),
+            path.display()
+        ),
+        Err(fs::TryLockError::Error(e)) => Err(at(&path, "lock")(e)),
+    }
 }

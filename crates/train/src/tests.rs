@@ -316,7 +316,7 @@ fn imported_pytorch_state_dicts_give_the_fixtures_logits_and_export_back_unchang
             .collect();
         let vocab = Vocab::from_tokens(tokens).unwrap();
         let dir = std::env::temp_dir().join(format!("rnnlm-import-{case}-{}", std::process::id()));
-        let run = RunDir::open(&dir, Existing::Replace).unwrap();
+        let (run, _) = RunDir::open(&dir, Existing::Replace).unwrap();
         let config = import(&input, &vocab, &TrainConfig::default(), &run, &device).unwrap();
         let (_, loaded_vocab, loaded_config, model) = run.load_trained(&device).unwrap();
         assert_eq!((loaded_vocab, &loaded_config), (vocab.clone(), &config));
