@@ -212,20 +212,30 @@ pub fn run(args: &CheckArgs) -> Result<()> {
         &trained.to_string_lossy(),
         "--force",
     ]))?;
-    let generate = strings(&[
-        "generate",
-        "--checkpoint",
-        &trained.to_string_lossy(),
-        "--prefix",
-        "time traveller",
-    ]);
-    let text_here = xtask(&generate)?;
-    let text_flex = flex(&generate)?;
-    if text_here != text_flex {
-        bail!("the flex checkpoint generates {text_here:?} on {feature} but {text_flex:?} on flex");
+    // Greedy and sampled text from a checkpoint trained on the other backend, both ways.
+    let sampled = ["--temperature", "0.8", "--top-k", "5", "--seed", "3"];
+    for (run, trained_on) in [(&trained, "flex"), (&on_backend, feature)] {
+        for extra in [&[][..], &sampled[..]] {
+            let mut generate = strings(&[
+                "generate",
+                "--checkpoint",
+                &run.to_string_lossy(),
+                "--prefix",
+                "time traveller",
+                "--num-preds",
+                "100",
+            ]);
+            generate.extend(strings(extra));
+            let (text_here, text_flex) = (xtask(&generate)?, flex(&generate)?);
+            if text_here != text_flex {
+                bail!(
+                    "a checkpoint trained on {trained_on} generates {text_here:?} on {feature} but {text_flex:?} on flex ({extra:?})"
+                );
+            }
+        }
     }
     println!(
-        "{feature}: parity fixtures (both engines), two epochs equal to flex's and the same greedy text from a flex checkpoint"
+        "{feature}: parity fixtures (both engines), two epochs equal to flex's, and the same greedy and sampled text on both from checkpoints trained on either"
     );
     Ok(())
 }
