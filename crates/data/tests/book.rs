@@ -306,3 +306,84 @@ proptest! {
         prop_assert!(starts.iter().all(|s| (s - offset) % num_steps == 0 && s + num_steps < len));
     }
 }
+
+/// A file in a fresh temp directory holding `bytes`.
+fn temp_file(tag: &str, bytes: &[u8]) -> PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::SeqCst);
+    let path = std::env::temp_dir().join(format!("rnnlm-prop-{tag}-{}-{n}", std::process::id()));
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// Text-like bytes: mostly words, spaces and line breaks, some invalid UTF-8, some very
+/// long lines.
+fn texty() -> impl Strategy<Value = Vec<u8>> {
+    prop::collection::vec(
+        prop_oneof![
+            8 => prop::sample::select(b"ab cd\n\n e".to_vec()),
+            1 => any::<u8>(),
+            1 => Just(b'x'),
+        ],
+        0..3000,
+    )
+}
+
+proptest! {
+    // Any bytes as a training text, with valid/test files and fractions: a corpus whose
+    // splits partition the tokens, or an error naming the file; never a panic.
+    #[test]
+    fn corpus_loaders_take_any_bytes(
+        train in texty(), valid in texty(), word in any::<bool>(), eos in any::<bool>(),
+        own_splits in any::<bool>(), fraction in 0.0f64..0.5, max_tokens in 0usize..500,
+        min_freq in 0usize..3,
+    ) {
+        let path = temp_file("train", &train);
+        let (valid_path, test_path) = (temp_file("valid", &valid), temp_file("test", &valid));
+        let token = if word { TokenKind::Word } else { TokenKind::Char };
+        let source = CorpusSource::File {
+            path: path.clone(),
+            valid: own_splits.then(|| valid_path.clone()),
+            test: own_splits.then(|| test_path.clone()),
+            cleaning: Cleaning::Lines,
+        };
+        let options = LoadOptions {
+            token, max_tokens, min_freq, eos: eos && word,
+            valid_fraction: if own_splits { 0.0 } else { fraction },
+            test_fraction: 0.0,
+        };
+        match load_corpus_with(&source, &options, &dirs()) {
+            Ok(c) => {
+                prop_assert!(std::str::from_utf8(&train).is_ok());
+                prop_assert!(c.indices.iter().chain(&c.valid).all(|&i| i < c.vocab.len()));
+            }
+            Err(e) => {
+                let msg = e.to_string();
+                prop_assert!(msg.contains("rnnlm-prop-"), "{}", msg);
+            }
+        }
+        for p in [path, valid_path, test_path] { std::fs::remove_file(p).unwrap(); }
+    }
+
+    // A vocab.json of any bytes, or of JSON with wrong shapes: a vocabulary or an error
+    // naming the file.
+    #[test]
+    fn vocab_reader_takes_any_bytes(
+        bytes in prop_oneof![
+            prop::collection::vec(any::<u8>(), 0..200),
+            Just(br#"{"idx_to_token":["a","<unk>"],"token_freqs":[]}"#.to_vec()),
+            Just(br#"{"idx_to_token":["<unk>","a","a"],"token_freqs":[]}"#.to_vec()),
+            Just(br#"{"idx_to_token":["<unk>","a"],"token_freqs":[["a",-1]]}"#.to_vec()),
+            Just(br#"{"idx_to_token":["<unk>","a"],"token_freqs":[["b",18446744073709551615]]}"#.to_vec()),
+            Just(br#"{"idx_to_token":[],"token_freqs":[]}"#.to_vec()),
+        ]
+    ) {
+        let path = temp_file("vocab", &bytes);
+        match Vocab::load(&path) {
+            Ok(v) => prop_assert_eq!(v.to_token(0), "<unk>"),
+            Err(e) => prop_assert!(e.to_string().contains("rnnlm-prop-vocab"), "{}", e),
+        }
+        std::fs::remove_file(path).unwrap();
+    }
+}

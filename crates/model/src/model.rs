@@ -101,11 +101,17 @@ impl ModelConfig {
                 self.embedding_dim, self.num_hiddens, self.bidirectional
             ));
         }
-        if self.init == InitKind::Uniform && !(self.init_range.is_finite() && self.init_range > 0.0)
-        {
+        if !(self.init_range.is_finite() && self.init_range > 0.0) {
             return bad(format!(
                 "model.init_range = {}: must be a positive number",
                 self.init_range
+            ));
+        }
+        if let Some(bias) = self.forget_bias
+            && !bias.is_finite()
+        {
+            return bad(format!(
+                "model.forget_bias = {bias}: must be a finite number"
             ));
         }
         if self.forget_bias.is_some() && self.cell != CellKind::Lstm {

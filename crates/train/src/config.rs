@@ -637,3 +637,70 @@ mod tests {
         assert!(err("", &both_ways).contains("autodiff"));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Every key a config has, from its own serialization.
+    fn keys() -> Vec<String> {
+        let table = toml::Table::try_from(TrainConfig::default()).unwrap();
+        let mut keys = Vec::new();
+        for (section, value) in &table {
+            for key in value.as_table().unwrap().keys() {
+                keys.push(format!("{section}.{key}"));
+            }
+        }
+        keys.extend(
+            [
+                "train.engine",
+                "data.train",
+                "model.forget_bias",
+                "x.y",
+                "data",
+            ]
+            .map(String::from),
+        );
+        keys
+    }
+
+    fn values() -> impl Strategy<Value = String> {
+        prop_oneof![
+            Just("0".to_string()),
+            Just("-1".to_string()),
+            Just("1e308".to_string()),
+            Just("nan".to_string()),
+            Just("inf".to_string()),
+            Just("4611686018427387904".to_string()),
+            Just("true".to_string()),
+            Just("\"lstm\"".to_string()),
+            Just("[1, 2]".to_string()),
+            Just("{a = 1}".to_string()),
+            "[a-z0-9.\"\\[\\]{}=-]{0,12}",
+            any::<f64>().prop_map(|v| v.to_string()),
+            any::<u64>().prop_map(|v| v.to_string()),
+        ]
+    }
+
+    proptest! {
+        // Any `--set` overrides over any key: a config that passes its own checks (and
+        // survives a round trip through its TOML), or an error; never a panic.
+        #[test]
+        fn overrides_give_a_checked_config_or_an_error(
+            sets in prop::collection::vec((prop::sample::select(keys()), values()), 0..6),
+        ) {
+            let overrides: Vec<String> = sets.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            if let Ok(config) = TrainConfig::parse("", &overrides) {
+                prop_assert!(config.validate().is_ok());
+                prop_assert_eq!(TrainConfig::parse(&config.to_toml(), &[]).unwrap(), config);
+            }
+        }
+
+        // Any text as a config file: parsed and checked, or an error.
+        #[test]
+        fn any_text_is_a_config_or_an_error(text in "[\\[\\]a-z_=.\"0-9 \n-]{0,80}") {
+            let _ = TrainConfig::parse(&text, &[]);
+        }
+    }
+}
