@@ -1246,3 +1246,53 @@ fn generation_runs_in_constant_memory() {
         "peak RSS {short} kB for 2,000 tokens, {long} kB for 40,000"
     );
 }
+
+/// Disk full and a read-only file system, on a 600 kB tmpfs (mounting needs root; the test
+/// says it was skipped elsewhere).
+#[test]
+fn disk_full_and_read_only_runs_keep_the_last_checkpoint_where_a_tmpfs_mounts() {
+    let dir = tmp("disk-full");
+    let mount = |args: &[&str]| {
+        Command::new("mount")
+            .args(args)
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    if !mount(&["-t", "tmpfs", "-o", "size=600k", "tmpfs", s(&dir)]) {
+        eprintln!(
+            "SKIPPED: cannot mount a tmpfs at {} (needs root)",
+            dir.display()
+        );
+        return;
+    }
+    struct Unmount<'a>(&'a Path);
+    impl Drop for Unmount<'_> {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg(self.0).status();
+        }
+    }
+    let _unmount = Unmount(&dir);
+    let run = dir.join("r");
+    // One checkpoint of a 300-wide RNN takes ~430 kB: the second does not fit.
+    let out = tiny_run(&dir, "r", &["--set", "model.num_hiddens=300"]);
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    for needle in [
+        "No space left on device",
+        "model.bpk",
+        "the checkpoint of epoch 1 is kept",
+    ] {
+        assert!(err.contains(needle), "`{needle}` not in {err}");
+    }
+    ok(&["generate", "--checkpoint", s(&run), "--prefix", "time"]);
+    // Read-only: resuming is a clear error naming a path; reading still works.
+    assert!(mount(&["-o", "remount,ro", s(&dir)]));
+    let resumed = run_xtask(&["train", "--resume", s(&run), "--quiet"]);
+    let err = stderr(&resumed);
+    ok(&["generate", "--checkpoint", s(&run), "--prefix", "time"]);
+    assert_eq!(resumed.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("Read-only file system") && err.contains(s(&run)),
+        "{err}"
+    );
+}

@@ -491,7 +491,15 @@ impl Session<'_> {
                 }
             }
             if m.epoch.is_multiple_of(t.checkpoint_every) || m.epoch == t.num_epochs || early_stop {
-                self.run.save_checkpoint(&model, &optimizer, &progress)?;
+                self.run
+                    .save_checkpoint(&model, &optimizer, &progress)
+                    .with_context(|| {
+                        format!(
+                            "the checkpoint of epoch {} was not written; {}",
+                            progress.epoch,
+                            self.kept(saved)
+                        )
+                    })?;
                 saved = Some(progress.epoch);
             }
             if early_stop {

@@ -396,17 +396,24 @@ impl RunDir {
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(at(&dir, "remove"))?;
         }
-        fs::create_dir_all(&dir).map_err(at(&dir, "create"))?;
-        model.save(&dir)?;
-        let optim = optimizer
-            .into_bytes()
-            .map_err(|e| anyhow::anyhow!("cannot serialize the optimizer: {e}"))?;
-        atomic_write(&dir.join("optim.bpk"), &optim)?;
-        atomic_write(
-            &dir.join("progress.json"),
-            serde_json::to_string(progress)?.as_bytes(),
-        )?;
-        sync_dir(&dir)?;
+        let write = || -> Result<()> {
+            fs::create_dir_all(&dir).map_err(at(&dir, "create"))?;
+            model.save(&dir)?;
+            let optim = optimizer
+                .into_bytes()
+                .map_err(|e| anyhow::anyhow!("cannot serialize the optimizer: {e}"))?;
+            atomic_write(&dir.join("optim.bpk"), &optim)?;
+            atomic_write(
+                &dir.join("progress.json"),
+                serde_json::to_string(progress)?.as_bytes(),
+            )?;
+            sync_dir(&dir)
+        };
+        if let Err(e) = write() {
+            // Not published: LATEST still names the last whole checkpoint. Free the space.
+            let _ = fs::remove_dir_all(&dir);
+            return Err(e);
+        }
         atomic_write(&dirs.join(LATEST), name.as_bytes())?;
         sync_dir(&dirs)?;
         for entry in fs::read_dir(&dirs).map_err(at(&dirs, "read"))? {
