@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# Kill -9 soak: for each model kind, train once uninterrupted, then train the same run
+# while killing it with SIGKILL at random moments and resuming it, CYCLES times; the
+# interrupted run's metrics (every column but the timings) must equal the uninterrupted
+# run's. Prints the cycles run and the kills that landed.
+#
+#   cargo build --release -p xtask && CYCLES=20 tools/soak.sh
+#
+# RNNLM (the binary, default target/release/rnnlm), CYCLES (kills per kind, default 10),
+# SEED (of the kill moments, default 1).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${RNNLM:-target/release/rnnlm}
+cycles=${CYCLES:-10}
+RANDOM=${SEED:-1}
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# A tied two-layer GRU on words with an embedding and dropout.
+cat >"$work/gru_tied.toml" <<'EOF'
+[data]
+dataset = "time-machine"
+token = "word"
+max_tokens = 8000
+valid_fraction = 0.1
+[model]
+kind = "lm"
+cell = "gru"
+num_hiddens = 32
+embedding_dim = 32
+num_layers = 2
+tied = true
+dropout = 0.2
+[train]
+batch_size = 16
+num_steps = 20
+optimizer = "adam"
+lr = 0.003
+schedule = "plateau"
+EOF
+
+# name | config | overrides: a few seconds each on one core.
+kinds=(
+  "scratch|configs/scratch_sequential.toml|--epochs 40 --set model.num_hiddens=64"
+  "concise-gru|configs/concise.toml|--epochs 30 --set model.cell=\"gru\" --set model.num_hiddens=64 --set train.engine=\"autodiff\""
+  "lm-lstm-dropout|configs/shakespeare_char.toml|--epochs 12 --set data.max_tokens=20000 --set model.num_hiddens=32 --set model.dropout=0.3 --set train.batch_size=16 --set train.num_steps=20 --set train.eval_every=5 --set train.lr_decay_after=3 --set train.patience=0"
+  "lm-gru-tied-words|$work/gru_tied.toml|--epochs 15"
+)
+
+metrics() { cut -d, -f1-5 "$1/metrics.csv"; }
+
+total_kills=0
+for kind in "${kinds[@]}"; do
+  IFS='|' read -r name config overrides <<<"$kind"
+  # shellcheck disable=SC2086 # the overrides are words
+  train() { "$bin" train --config "$config" $overrides --quiet "$@" >>"$work/$name.log" 2>&1; }
+  start=$(date +%s%N)
+  train --out "$work/$name-ref" || { cat "$work/$name.log" >&2; exit 1; }
+  wall_ms=$(( ($(date +%s%N) - start) / 1000000 ))
+  run="$work/$name"
+  kills=0
+  for ((i = 0; i < cycles; i++)); do
+    if [[ -d $run ]]; then args=(--resume "$run"); else args=(--out "$run"); fi
+    # Not through `train`: $! must be rnnlm's own pid, not a subshell's.
+    # shellcheck disable=SC2086
+    "$bin" train --config "$config" $overrides --quiet "${args[@]}" >>"$work/$name.log" 2>&1 &
+    pid=$!
+    sleep "$(awk -v r=$RANDOM -v w="$wall_ms" 'BEGIN { printf "%.3f", (r / 32768) * w / 2000 }')"
+    if kill -9 "$pid" 2>/dev/null; then kills=$((kills + 1)); fi
+    wait "$pid" 2>/dev/null || true
+    [[ -f $run/summary.json ]] && break
+  done
+  if [[ ! -f $run/summary.json ]]; then
+    if [[ -d $run ]]; then args=(--resume "$run"); else args=(--out "$run"); fi
+    train "${args[@]}" || { tail -5 "$work/$name.log" >&2; exit 1; }
+  fi
+  if ! diff <(metrics "$work/$name-ref") <(metrics "$run") >/dev/null; then
+    echo "soak: $name: the interrupted run's metrics differ from the uninterrupted run's" >&2
+    diff <(metrics "$work/$name-ref") <(metrics "$run") >&2 || true
+    exit 1
+  fi
+  echo "soak: $name: $kills kills landed in $cycles cycles (run ${wall_ms} ms uninterrupted); metrics equal"
+  total_kills=$((total_kills + kills))
+done
+echo "soak: ${#kinds[@]} model kinds, $total_kills kill -9s, every resumed run equal to its uninterrupted one"
