@@ -9,6 +9,7 @@ mod check_backend;
 mod corpus;
 mod ngram;
 mod parity;
+mod pins;
 mod plot;
 mod runs;
 mod seqmodel;
@@ -57,6 +58,8 @@ enum Command {
     CheckBackend(check_backend::CheckArgs),
     /// Training speed and memory, optionally side by side with the book's PyTorch code.
     Bench(bench::BenchArgs),
+    /// Generate (--write) or check the feature pins in xtask/Cargo.toml (one build of Burn).
+    FeaturePins(pins::PinsArgs),
     /// (internal) one bench side: trains an epoch per line on stdin.
     #[command(hide = true)]
     BenchWorker(bench::WorkerArgs),
@@ -83,6 +86,7 @@ fn main() {
         Command::BpttReport(args) => bptt::run(args),
         Command::CheckBackend(args) => check_backend::run(args),
         Command::BenchWorker(args) => bench::worker(args),
+        Command::FeaturePins(args) => pins::run(args),
     };
     if let Err(err) = result {
         eprintln!("error: {err:#}");
