@@ -84,9 +84,11 @@ pub fn worker(args: &WorkerArgs) -> Result<()> {
             &device,
             engine,
             epoch,
+            Default::default(),
             &never,
             None,
         )?;
+        let metrics = metrics.done();
         model = trained;
         println!("{}", serde_json::to_string(&metrics)?);
     }

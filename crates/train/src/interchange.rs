@@ -113,6 +113,7 @@ pub fn import(
         &model,
         &new_optimizer(&config.train),
         &Progress::new(config.train.lr),
+        None,
     )?;
     Ok(model_config)
 }

@@ -18,13 +18,17 @@ use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rnnlm_data::{Corpus, epoch_batches};
 use rnnlm_model::{
-    Decoding, Dropout, Engine, Model, perplexity_of, predict_ch8, randomized_truncation, train_step,
+    Decoding, Dropout, Engine, Model, State, perplexity_of, predict_ch8, randomized_truncation,
+    train_step,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::progress::{Best, EpochMetrics, Progress, RunSummary};
+use crate::progress::{Best, EpochMetrics, Interrupted, PartialEpoch, Progress, RunSummary};
 use crate::run_dir::RunDir;
 use crate::{Optimizer, Schedule, StateMode, TrainConfig, TrainSection, Truncation};
+
+/// How often a line reports progress within an epoch when there is no progress bar.
+const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
 
 /// How much the trainer prints.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -148,9 +152,35 @@ fn epoch_steps(t: &TrainSection, len: usize) -> usize {
     }
 }
 
+/// Where an epoch starts: at its first minibatch (`Default`), or where a Ctrl-C stopped it.
+#[derive(Debug, Clone, Default)]
+pub struct EpochStart {
+    pub done: Option<PartialEpoch>,
+    /// The state carried into the next minibatch.
+    pub state: Option<State>,
+}
+
+/// How `train_epoch` ended.
+#[derive(Debug, Clone)]
+pub enum EpochOutcome {
+    Done(EpochTrain),
+    /// `stop` was set: the epoch so far, to continue from.
+    Stopped(Box<EpochStart>),
+}
+
+impl EpochOutcome {
+    pub fn done(self) -> Option<EpochTrain> {
+        match self {
+            Self::Done(train) => Some(train),
+            Self::Stopped(_) => None,
+        }
+    }
+}
+
 /// One epoch of `train_epoch_ch8` on `tokens` at learning rate `lr`: the minibatches of
 /// `epoch` (drawn from `t.seed` and the epoch number), a step on each, the state carried
-/// or reset per `t.state`. Returns `None` when `stop` was set before the epoch finished.
+/// or reset per `t.state`, from `start` on. Stops before the next minibatch when `stop`
+/// is set.
 #[allow(clippy::too_many_arguments)]
 pub fn train_epoch(
     mut model: Model,
@@ -161,34 +191,49 @@ pub fn train_epoch(
     device: &Device,
     engine: Engine,
     epoch: usize,
+    start: EpochStart,
     stop: &AtomicBool,
     mut hook: Option<MinibatchHook>,
-) -> Result<(Model, Option<EpochTrain>)> {
+) -> Result<(Model, EpochOutcome)> {
     let t = &config.train;
     let mut rng = epoch_rng(t.seed, epoch);
     let num_steps = epoch_steps(t, tokens.len());
     let batches = epoch_batches(tokens, t.batch_size, num_steps, t.sampler, &mut rng)?;
-    let (mut loss_sum, mut count, mut seconds, mut last_loss) = (0.0, 0usize, 0.0, f64::NAN);
-    let so_far = |loss_sum: f64, count: usize, seconds: f64, minibatches, last_loss| EpochTrain {
-        perplexity: (loss_sum / count as f64).exp(),
-        minibatches,
+    let mut sums = start.done.unwrap_or(PartialEpoch {
+        minibatches: 0,
+        loss_sum: 0.0,
+        tokens: 0,
+        seconds: 0.0,
+        last_loss: f64::NAN,
+    });
+    let so_far = |p: &PartialEpoch| EpochTrain {
+        perplexity: (p.loss_sum / p.tokens as f64).exp(),
+        minibatches: p.minibatches,
         of: batches.len(),
-        tokens_per_sec: count as f64 / seconds,
-        last_loss,
+        tokens_per_sec: p.tokens as f64 / p.seconds,
+        last_loss: p.last_loss,
     };
-    let mut state = None;
+    let mut state = start.state;
     for (i, batch) in batches.iter().enumerate() {
-        if stop.load(Ordering::SeqCst) {
-            return Ok((model, None));
+        // Drawn for every minibatch, trained or skipped, so a continued epoch draws alike.
+        let scales = (t.truncation == Truncation::Randomized)
+            .then(|| randomized_truncation(t.truncation_pi, num_steps, &mut rng));
+        if i < sums.minibatches {
+            continue;
         }
-        let start = Instant::now();
+        if stop.load(Ordering::SeqCst) {
+            let start = EpochStart {
+                done: Some(sums),
+                state,
+            };
+            return Ok((model, EpochOutcome::Stopped(Box::new(start))));
+        }
+        let began = Instant::now();
         let (x, y) = batch.to_tensors(device);
         let state_in = match (t.state, state.take()) {
             (StateMode::Carry, Some(s)) => s, // train_step returned it detached: truncated BPTT
             _ => model.begin_state(t.batch_size, device),
         };
-        let scales = (t.truncation == Truncation::Randomized)
-            .then(|| randomized_truncation(t.truncation_pi, num_steps, &mut rng));
         let mut dropout = Dropout::new(model.dropout(), minibatch_seed(t.seed, epoch, i));
         let step = train_step(
             model,
@@ -214,16 +259,18 @@ pub fn train_epoch(
                 t.theta
             );
         }
-        loss_sum += batch_loss;
-        count += batch.y.len();
-        last_loss = batch_loss / batch.y.len() as f64;
-        seconds += start.elapsed().as_secs_f64();
+        sums = PartialEpoch {
+            minibatches: i + 1,
+            loss_sum: sums.loss_sum + batch_loss,
+            tokens: sums.tokens + batch.y.len(),
+            seconds: sums.seconds + began.elapsed().as_secs_f64(),
+            last_loss: batch_loss / batch.y.len() as f64,
+        };
         if let Some(hook) = hook.as_mut() {
-            hook(&model, so_far(loss_sum, count, seconds, i + 1, last_loss))?;
+            hook(&model, so_far(&sums))?;
         }
     }
-    let done = so_far(loss_sum, count, seconds, batches.len(), last_loss);
-    Ok((model, Some(done)))
+    Ok((model, EpochOutcome::Done(so_far(&sums))))
 }
 
 /// Checks, before anything is written, that every split can be used: the training split
@@ -362,10 +409,12 @@ impl Session<'_> {
         let (config, t) = (self.config, &self.config.train);
         check_corpus(config, self.corpus)?;
         let model_config = config.model_config(self.corpus.vocab.len());
+        let mut carried = None;
         let (mut model, mut optimizer, mut progress) = if self.resume {
             let c = self
                 .run
                 .load_checkpoint(&model_config, new_optimizer(t), self.device)?;
+            carried = c.state;
             (c.model, c.optimizer, c.progress)
         } else {
             self.run
@@ -385,11 +434,22 @@ impl Session<'_> {
         let mut interrupted = false;
         // The epoch of the last checkpoint on disk, for messages that say what is kept.
         let mut saved = self.resume.then_some(progress.epoch);
+        // Without a terminal's progress bar, a line now and then within long epochs.
+        let mut reported = Instant::now();
 
         for epoch in progress.epoch..t.num_epochs {
             let started = Instant::now();
             let lr = progress.lr;
-            let best_before = progress.best.map(|b| b.valid_perplexity);
+            // An epoch a Ctrl-C checkpoint stopped continues where it was.
+            let resumed = progress.interrupted.take();
+            let best_before = match resumed {
+                Some(r) => r.best_before,
+                None => progress.best.map(|b| b.valid_perplexity),
+            };
+            let start = EpochStart {
+                done: resumed.map(|r| r.train),
+                state: carried.take(),
+            };
             let elapsed = progress.seconds;
             let first_step = progress.step;
             let bar = terminal.then(|| progress_bar(epoch + 1, t.num_epochs));
@@ -403,6 +463,16 @@ impl Session<'_> {
                         train.last_loss,
                         train.tokens_per_sec / 1e3
                     ));
+                } else if self.output == Output::Auto && reported.elapsed() >= REPORT_EVERY {
+                    reported = Instant::now();
+                    println!(
+                        "epoch {}: {}/{} minibatches, loss {:.3}, {:.1}k tokens/s",
+                        epoch + 1,
+                        train.minibatches,
+                        train.of,
+                        train.last_loss,
+                        train.tokens_per_sec / 1e3
+                    );
                 }
                 if !(validates
                     && train.minibatches.is_multiple_of(t.eval_every)
@@ -432,6 +502,7 @@ impl Session<'_> {
                 self.device,
                 self.engine,
                 epoch,
+                start,
                 self.stop,
                 Some(&mut hook),
             )
@@ -440,9 +511,33 @@ impl Session<'_> {
             if let Some(bar) = bar {
                 bar.finish_and_clear();
             }
-            let Some(train) = outcome else {
-                interrupted = true;
-                break;
+            let train = match outcome {
+                EpochOutcome::Done(train) => train,
+                EpochOutcome::Stopped(at) => {
+                    // A checkpoint at the stop: the resumed run continues this epoch.
+                    let done = at.done.expect("a stopped epoch says how far it got");
+                    progress.seconds += started.elapsed().as_secs_f64();
+                    progress.interrupted = Some(Interrupted {
+                        train: done,
+                        best_before,
+                    });
+                    self.run
+                        .save_checkpoint(&model, &optimizer, &progress, at.state.as_ref())
+                        .with_context(|| {
+                            format!(
+                                "the checkpoint at the stop was not written; {}",
+                                self.kept(saved)
+                            )
+                        })?;
+                    interrupted = true;
+                    self.say(&format!(
+                        "interrupted in epoch {} after {} minibatches; checkpoint saved in {} (continue with --resume)",
+                        epoch + 1,
+                        done.minibatches,
+                        self.run.path.display()
+                    ))?;
+                    break;
+                }
             };
             progress.step += train.minibatches;
             let row = EpochMetrics {
@@ -492,7 +587,7 @@ impl Session<'_> {
             }
             if m.epoch.is_multiple_of(t.checkpoint_every) || m.epoch == t.num_epochs || early_stop {
                 self.run
-                    .save_checkpoint(&model, &optimizer, &progress)
+                    .save_checkpoint(&model, &optimizer, &progress, None)
                     .with_context(|| {
                         format!(
                             "the checkpoint of epoch {} was not written; {}",
@@ -511,11 +606,6 @@ impl Session<'_> {
             }
         }
         if interrupted {
-            self.say(&format!(
-                "interrupted in epoch {}; {}",
-                progress.epoch + 1,
-                self.kept(saved)
-            ))?;
             return Ok(Summary {
                 metrics: progress.metrics,
                 predictions: Vec::new(),

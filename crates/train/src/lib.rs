@@ -16,9 +16,9 @@ pub use config::{
     DataConfig, ModelSection, Optimizer, Schedule, StateMode, TrainConfig, TrainSection, Truncation,
 };
 pub use learner::{
-    EpochTrain, MinibatchHook, Output, Session, Summary, check_corpus, new_optimizer, next_lr,
-    train_epoch,
+    EpochOutcome, EpochStart, EpochTrain, MinibatchHook, Output, Session, Summary, check_corpus,
+    new_optimizer, next_lr, train_epoch,
 };
-pub use progress::{Best, EpochMetrics, Progress, RunSummary, curves};
+pub use progress::{Best, EpochMetrics, Interrupted, PartialEpoch, Progress, RunSummary, curves};
 pub use run_dir::{Checkpoint, Existing, Opened, RunDir, RunInfo};
 pub use sine::{SineConfig, SineReport, run_sine};

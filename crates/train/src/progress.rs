@@ -86,6 +86,30 @@ pub struct Progress {
     /// Epochs since the validation perplexity last improved (for `train.patience`).
     pub epochs_without_improvement: usize,
     pub seconds: f64,
+    /// Set when the checkpoint was written at a Ctrl-C within epoch `epoch + 1`.
+    #[serde(default)]
+    pub interrupted: Option<Interrupted>,
+}
+
+/// The running sums of an epoch's training so far.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PartialEpoch {
+    /// Minibatches trained (the next one is this index).
+    pub minibatches: usize,
+    pub loss_sum: f64,
+    pub tokens: usize,
+    /// Training time (evaluation excluded).
+    pub seconds: f64,
+    pub last_loss: f64,
+}
+
+/// Where a Ctrl-C stopped an epoch: enough to continue it exactly (with the carried state,
+/// saved beside the checkpoint).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Interrupted {
+    pub train: PartialEpoch,
+    /// The best validation perplexity when the epoch began (the schedule compares with it).
+    pub best_before: Option<f64>,
 }
 
 impl Progress {
@@ -98,6 +122,7 @@ impl Progress {
             best: None,
             epochs_without_improvement: 0,
             seconds: 0.0,
+            interrupted: None,
         }
     }
 }

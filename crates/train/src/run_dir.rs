@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 use burn::optim::ModuleOptimizer;
-use burn::tensor::{Bytes, Device};
+use burn::tensor::{Bytes, DType, Device, Tensor};
 use rnnlm_data::{Vocab, atomic_write};
-use rnnlm_model::{Model, ModelConfig};
+use rnnlm_model::tensors::NamedTensors;
+use rnnlm_model::{Model, ModelConfig, State};
 use serde::{Deserialize, Serialize};
 
 use crate::TrainConfig;
@@ -21,6 +22,8 @@ pub struct Checkpoint {
     pub model: Model,
     pub optimizer: ModuleOptimizer,
     pub progress: Progress,
+    /// The state carried into the next minibatch, for a checkpoint written within an epoch.
+    pub state: Option<State>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,6 +71,8 @@ pub struct RunDir {
 
 const LATEST: &str = "LATEST";
 const LOCK: &str = "run.lock";
+/// A checkpoint written within an epoch keeps the carried state here.
+const STATE: &str = "state.safetensors";
 
 /// Everything this program writes in a run directory. `--force` replaces a directory
 /// only if it holds a config and checkpoints and nothing outside this list.
@@ -389,9 +394,13 @@ impl RunDir {
         model: &Model,
         optimizer: &ModuleOptimizer,
         progress: &Progress,
+        state: Option<&State>,
     ) -> Result<()> {
         let dirs = self.file("checkpoints");
-        let name = format!("epoch-{:06}", progress.epoch);
+        let name = match progress.interrupted {
+            Some(i) => format!("epoch-{:06}-{:06}", progress.epoch, i.train.minibatches),
+            None => format!("epoch-{:06}", progress.epoch),
+        };
         let dir = dirs.join(&name);
         if dir.exists() {
             fs::remove_dir_all(&dir).map_err(at(&dir, "remove"))?;
@@ -407,6 +416,14 @@ impl RunDir {
                 &dir.join("progress.json"),
                 serde_json::to_string(progress)?.as_bytes(),
             )?;
+            if let Some(state) = state {
+                let mut tensors = NamedTensors::default();
+                tensors.insert("h", state.h.to_data());
+                if let Some(c) = &state.c {
+                    tensors.insert("c", c.to_data());
+                }
+                tensors.write(&dir.join(STATE))?;
+            }
             sync_dir(&dir)
         };
         if let Err(e) = write() {
@@ -457,10 +474,28 @@ impl RunDir {
             .with_context(|| format!("cannot read {}", progress_path.display()))?;
         let progress = serde_json::from_str(&text)
             .with_context(|| format!("invalid {}", progress_path.display()))?;
+        let state_path = dir.join(STATE);
+        let state = if state_path.exists() {
+            let tensors = NamedTensors::read(&state_path)?;
+            let dtype = DType::from(device.settings().float_dtype);
+            let part = |name: &str| -> Result<Tensor<3>> {
+                let shape = tensors.shape(name)?;
+                let data = tensors.get(name, &shape)?.convert_dtype(dtype);
+                Ok(Tensor::from_data(data, device))
+            };
+            let c = match tensors.tensors.contains_key("c") {
+                true => Some(part("c")?),
+                false => None,
+            };
+            Some(State { h: part("h")?, c })
+        } else {
+            None
+        };
         Ok(Checkpoint {
             model,
             optimizer,
             progress,
+            state,
         })
     }
 }

@@ -199,10 +199,12 @@ fn one_epoch_equals_the_float64_bptt_reference_with_and_without_carried_state_on
             &device,
             engine,
             0,
+            Default::default(),
             &AtomicBool::new(false),
             None,
         )
         .unwrap();
+        let metrics = metrics.done();
         let got = metrics.unwrap().perplexity;
 
         // The reference sees the same minibatches: the sampler's rng is derived from (seed, epoch).
