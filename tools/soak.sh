@@ -65,7 +65,8 @@ for kind in "${kinds[@]}"; do
     # shellcheck disable=SC2086
     "$bin" train --config "$config" $overrides --quiet "${args[@]}" >>"$work/$name.log" 2>&1 &
     pid=$!
-    sleep "$(awk -v r=$RANDOM -v w="$wall_ms" 'BEGIN { printf "%.3f", (r / 32768) * w / 2000 }')"
+    # Uniform in [0, 2W/cycles]: the kills spread over the whole run.
+    sleep "$(awk -v r=$RANDOM -v w="$wall_ms" -v c="$cycles" 'BEGIN { printf "%.3f", (r / 32768) * 2 * w / c / 1000 }')"
     if kill -9 "$pid" 2>/dev/null; then kills=$((kills + 1)); fi
     wait "$pid" 2>/dev/null || true
     [[ -f $run/summary.json ]] && break
