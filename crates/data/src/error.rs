@@ -11,12 +11,13 @@ pub enum DataError {
         expected: String,
         actual: String,
     },
-    #[error("cannot write {path}: {source}")]
+    // The io error is the source, which error chains print after this.
+    #[error("cannot write {path}")]
     Write {
         path: PathBuf,
         source: std::io::Error,
     },
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}")]
     Io {
         path: PathBuf,
         source: std::io::Error,
@@ -44,6 +45,14 @@ pub enum DataError {
 }
 
 impl DataError {
+    /// What went wrong, without the path: for an error that names the path itself.
+    pub fn reason(&self) -> String {
+        match self {
+            Self::Write { source, .. } | Self::Io { source, .. } => source.to_string(),
+            other => other.to_string(),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Self::Io {
             path: path.into(),

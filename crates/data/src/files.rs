@@ -11,9 +11,11 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
     };
-    let fail = |source: std::io::Error| DataError::Write {
+    // tempfile's errors name the temp file and repeat the io error as their source;
+    // the OS error alone, under the target's path, says it once.
+    let fail = |e: std::io::Error| DataError::Write {
         path: path.to_path_buf(),
-        source,
+        source: without_temp_path(e),
     };
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(fail)?;
     if let Some(mode) = mode_for(path) {
@@ -23,6 +25,16 @@ pub fn atomic_write(path: &Path, bytes: &[u8]) -> Result<(), DataError> {
     tmp.as_file().sync_all().map_err(fail)?;
     tmp.persist(path).map_err(|e| fail(e.error))?;
     Ok(())
+}
+
+/// `e` without tempfile's " at path <temp file>" (its wrapper keeps the OS error only in
+/// its message): the target's path is the one the user knows.
+fn without_temp_path(e: std::io::Error) -> std::io::Error {
+    let text = e.to_string();
+    match text.split_once(" at path ") {
+        Some((reason, _)) if e.raw_os_error().is_none() => std::io::Error::new(e.kind(), reason),
+        _ => e,
+    }
 }
 
 /// A temp file is private (0600); the file it becomes keeps the old file's mode, or

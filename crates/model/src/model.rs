@@ -425,10 +425,7 @@ impl Model {
             .into_record()
             .into_bytes()
             .map_err(|e| err(e.to_string()))?;
-        rnnlm_data::atomic_write(&path, &bytes).map_err(|e| match e {
-            rnnlm_data::DataError::Write { source, .. } => err(source.to_string()),
-            other => err(other.to_string()),
-        })
+        rnnlm_data::atomic_write(&path, &bytes).map_err(|e| err(e.reason()))
     }
 
     /// Loads `model.bpk` from `dir` into a model built from `config`.

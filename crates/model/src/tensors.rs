@@ -119,7 +119,7 @@ impl NamedTensors {
             .collect::<Result<_, ModelError>>()?;
         let meta = (!self.metadata.is_empty()).then(|| self.metadata.clone());
         let bytes = safetensors::serialize(views, meta).map_err(|e| err(e.to_string()))?;
-        rnnlm_data::atomic_write(path, &bytes).map_err(|e| err(e.to_string()))
+        rnnlm_data::atomic_write(path, &bytes).map_err(|e| err(e.reason()))
     }
 }
 
