@@ -368,6 +368,11 @@ pub struct EvalArgs {
     /// them) or `latest` (the last checkpoint).
     #[arg(long)]
     pub weights: Option<String>,
+    /// Read the text as this many rows side by side, each from a zero state (1: one
+    /// stream, as Zaremba et al.'s code scores the test split) [default: the run's
+    /// train.eval_batch_size].
+    #[arg(long)]
+    pub rows: Option<usize>,
     #[command(flatten)]
     pub device: DeviceArgs,
 }
@@ -423,12 +428,20 @@ pub fn eval(args: &EvalArgs) -> Result<()> {
             tokens.len()
         );
     }
-    let rows = config.train.eval_batch_size.min(tokens.len() / 2).max(1);
+    if args.rows == Some(0) {
+        bail!("--rows 0: give at least one row");
+    }
+    let rows = args
+        .rows
+        .unwrap_or(config.train.eval_batch_size)
+        .min(tokens.len() / 2)
+        .max(1);
     let ppl = rnnlm_model::perplexity_of(&model, &tokens, rows, config.train.num_steps, &device)?;
     println!(
-        "{split} perplexity {ppl:.3} over {} tokens ({} weights, {rows} rows)",
+        "{split} perplexity {ppl:.3} over {} tokens ({} weights, {rows} row{})",
         tokens.len(),
-        weights.display()
+        weights.display(),
+        if rows == 1 { "" } else { "s" }
     );
     Ok(())
 }

@@ -848,6 +848,20 @@ fn splits_validation_best_model_test_score_and_eval_agree() {
         eval.contains(&format!("valid perplexity {best:.3}")),
         "{eval} vs {best}"
     );
+    // One stream instead of eval_batch_size rows: the same text, fewer fresh starts.
+    let one = ok(&[
+        "eval",
+        "--checkpoint",
+        s(&run),
+        "--split",
+        "valid",
+        "--rows",
+        "1",
+    ]);
+    assert!(
+        one.contains("1 row)") && !one.contains(&format!("{best:.3}")),
+        "{one}"
+    );
     // A corpus whose splits are too small for one minibatch is refused before anything is written.
     let small = dir.join("small");
     fails(
