@@ -146,10 +146,7 @@ pub fn run(args: &PinsArgs) -> Result<()> {
     copy_workspace(&root, copy.path())?;
     let bare = with_block(&manifest, &format!("{BEGIN}\n{END}"))?;
     std::fs::write(copy.path().join("xtask/Cargo.toml"), bare)?;
-    let unpinned = resolved(
-        copy.path(),
-        &["-p", "xtask", "-e", "normal,build", "--offline"],
-    )?;
+    let unpinned = resolved(copy.path(), &["-p", "xtask", "-e", "normal,build"])?;
     let wanted = pins(&test, &unpinned);
     let updated = with_block(&manifest, &wanted)?;
     if args.write {
