@@ -1,5 +1,6 @@
-//! `cargo xtask bench`: rnnlm's training side by side with the book's PyTorch code
-//! (`bench/pytorch_ch8.py`), interleaved epoch by epoch so machine noise hits both.
+//! `cargo xtask bench`: rnnlm's training side by side with PyTorch (the book's code,
+//! `bench/pytorch_ch8.py`, or word_language_model's model for `kind = "lm"`,
+//! `bench/pytorch_lm.py`), interleaved epoch by epoch so machine noise hits both.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::PathBuf;
@@ -267,10 +268,20 @@ fn compare(args: &BenchArgs, overrides: &[String]) -> Result<serde_json::Value> 
     let mut sides = vec![Side::spawn("rnnlm", rnnlm)?];
     if args.against_pytorch {
         let mut py = Command::new(&args.python);
-        py.arg(PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bench/pytorch_ch8.py"))
-            .arg("--config")
-            .arg(&args.config)
-            .args(["--worker", "--threads", &args.threads.to_string()]);
+        // The book's models as the book writes them; the language models as
+        // word_language_model's RNNModel.
+        let script = match config.model.kind {
+            ModelKind::Lm => "pytorch_lm.py",
+            _ => "pytorch_ch8.py",
+        };
+        py.arg(
+            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+                .join("../bench")
+                .join(script),
+        )
+        .arg("--config")
+        .arg(&args.config)
+        .args(["--worker", "--threads", &args.threads.to_string()]);
         for o in overrides {
             py.args(["--set", o]);
         }
