@@ -10,18 +10,15 @@ Reads the same TOML experiment config as `cargo xtask train` (the keys it needs)
 Each epoch prints one JSON line: {"epoch", "perplexity", "tokens_per_sec", "seconds"}.
 """
 
-import argparse
 import collections
-import json
 import math
 import os
 import random
 import re
-import sys
 import time
-import tomllib
 import zipfile
 
+from common import serve, setup
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -169,24 +166,8 @@ def train_epoch_ch8(net, corpus, cfg, updater):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--epochs", type=int)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--set", action="append", default=[], help="section.key=value (numbers only)")
-    ap.add_argument("--data-dir", default=os.environ.get("RNNLM_DATA_DIR", "../shared/datasets"))
-    ap.add_argument("--worker", action="store_true", help="run one epoch per line on stdin")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    with open(args.config, "rb") as f:
-        cfg = tomllib.load(f)
-    for kv in args.set:
-        key, value = kv.split("=", 1)
-        section, name = key.split(".")
-        cfg.setdefault(section, {})[name] = json.loads(value)
-    t, m = cfg.setdefault("train", {}), cfg.setdefault("model", {})
-    random.seed(t.get("seed", 0))
-    torch.manual_seed(t.get("seed", 0))
+    args, cfg = setup()
+    t, m = cfg["train"], cfg["model"]
     corpus, vocab = load_corpus(cfg.get("data", {}), args.data_dir)
     H = m.get("num_hiddens", 512)
     if m.get("kind", "scratch") == "scratch":
@@ -200,12 +181,7 @@ def main():
         updater = torch.optim.Adam(net.parameters(), lr=lr)
     else:
         updater = torch.optim.SGD(net.parameters(), lr=lr)  # d2l.sgd with a mean loss
-    epochs = args.epochs or t.get("num_epochs", 500)
-    for epoch in range(epochs):
-        if args.worker and not sys.stdin.readline():
-            break
-        ppl, speed, seconds = train_epoch_ch8(net, corpus, cfg, updater)
-        print(json.dumps({"epoch": epoch + 1, "perplexity": ppl, "tokens_per_sec": speed, "seconds": seconds}), flush=True)
+    serve(args, cfg, lambda: train_epoch_ch8(net, corpus, cfg, updater))
 
 
 if __name__ == "__main__":

@@ -12,16 +12,13 @@ corpora `tinyshakespeare` and `ptb` from RNNLM_DATA_DIR).
 Each epoch prints one JSON line: {"epoch", "perplexity", "tokens_per_sec", "seconds"}.
 """
 
-import argparse
-import json
 import math
 import os
 import random
-import sys
 import time
-import tomllib
 import zipfile
 
+from common import serve, setup
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -136,32 +133,12 @@ def train_epoch(net, corpus, t, opt):
 
 
 def main():
-    ap = argparse.ArgumentParser()
-    ap.add_argument("--config", required=True)
-    ap.add_argument("--epochs", type=int)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--set", action="append", default=[], help="section.key=value (JSON values)")
-    ap.add_argument("--data-dir", default=os.environ.get("RNNLM_DATA_DIR", "../shared/datasets"))
-    ap.add_argument("--worker", action="store_true", help="run one epoch per line on stdin")
-    args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    with open(args.config, "rb") as f:
-        cfg = tomllib.load(f)
-    for kv in args.set:
-        key, value = kv.split("=", 1)
-        section, name = key.split(".")
-        cfg.setdefault(section, {})[name] = json.loads(value)
-    t = cfg.setdefault("train", {})
-    random.seed(t.get("seed", 0))
-    torch.manual_seed(t.get("seed", 0))
+    args, cfg = setup()
+    t = cfg["train"]
     corpus, vocab_size = load_tokens(cfg.get("data", {}), args.data_dir)
     net = RNNModel(cfg["model"], vocab_size)
     opt = optimizer(t, net.parameters())
-    for epoch in range(args.epochs or t.get("num_epochs", 500)):
-        if args.worker and not sys.stdin.readline():
-            break
-        ppl, speed, seconds = train_epoch(net, corpus, t, opt)
-        print(json.dumps({"epoch": epoch + 1, "perplexity": ppl, "tokens_per_sec": speed, "seconds": seconds}), flush=True)
+    serve(args, cfg, lambda: train_epoch(net, corpus, t, opt))
 
 
 if __name__ == "__main__":
