@@ -213,7 +213,7 @@ fn one_epoch_equals_the_float64_bptt_reference_with_and_without_carried_state_on
             2,
             4,
             Sampler::Sequential,
-            &mut crate::learner::epoch_rng(11, 0),
+            &mut crate::epoch::epoch_rng(11, 0),
         )
         .unwrap();
         let mut p = start.clone();
