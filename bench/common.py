@@ -28,7 +28,10 @@ def setup():
     for kv in args.set:
         key, value = kv.split("=", 1)
         section, name = key.split(".")
-        cfg.setdefault(section, {})[name] = json.loads(value)
+        if value.strip():
+            cfg.setdefault(section, {})[name] = json.loads(value)
+        else:  # `key=` removes the key, as `cargo xtask --set` does
+            cfg.setdefault(section, {}).pop(name, None)
     t = cfg.setdefault("train", {})
     cfg.setdefault("model", {})
     random.seed(t.get("seed", 0))

@@ -533,11 +533,24 @@ impl TrainConfig {
 }
 
 /// `a.b.c=value`: the value is read as TOML (`0.5`, `true`, `"text"`, `[1, 2]`),
-/// or as a plain string when it is not valid TOML (`--set data.dataset=time-machine`).
+/// or as a plain string when it is not valid TOML (`--set data.dataset=time-machine`);
+/// `a.b.c=` with nothing after `=` removes the key (back to its default).
 fn set(table: &mut toml::Table, assignment: &str) -> Result<()> {
     let Some((key, raw)) = assignment.split_once('=') else {
         bail!("override `{assignment}` is not key=value");
     };
+    if raw.trim().is_empty() {
+        let mut current = Some(&mut *table);
+        let parts: Vec<&str> = key.trim().split('.').collect();
+        let (last, parents) = parts.split_last().expect("split gives at least one part");
+        for part in parents {
+            current = current.and_then(|t| t.get_mut(*part)?.as_table_mut());
+        }
+        if let Some(t) = current {
+            t.remove(*last);
+        }
+        return Ok(());
+    }
     let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {raw}"))
         .ok()
         .and_then(|mut t| t.remove("v"))
@@ -572,6 +585,13 @@ mod tests {
         assert_eq!(c.data.dataset, "jaychou-lyrics");
         assert_eq!(c.train.batch_size, 32);
         assert_eq!(TrainConfig::parse(&c.to_toml(), &[]).unwrap(), c);
+        // An empty value removes a key: a config's forget bias, for a GRU.
+        let lstm = "[model]\nkind = \"lm\"\ncell = \"lstm\"\nforget_bias = 1.0\n";
+        let gru = TrainConfig::parse(
+            lstm,
+            &["model.cell=\"gru\"".into(), "model.forget_bias=".into()],
+        );
+        assert_eq!(gru.unwrap().model.forget_bias, None);
         assert_eq!(c.engine(true), Engine::Fused);
         assert_eq!(c.engine(false), Engine::Autodiff);
         let set = TrainConfig::parse("[train]\nengine = \"autodiff\"\n", &[]).unwrap();
