@@ -46,7 +46,8 @@ pub struct Session<'a> {
     pub run: &'a RunDir,
     pub resume: bool,
     pub output: Output,
-    /// Set (by a Ctrl-C handler) to stop after the current minibatch; nothing partial is saved.
+    /// Set (by a Ctrl-C handler) to stop after the current minibatch, where a checkpoint is
+    /// written.
     pub stop: &'a AtomicBool,
 }
 
@@ -229,11 +230,17 @@ impl Session<'_> {
     }
 
     /// What a stopped run leaves, said truthfully.
-    fn kept(&self, saved: Option<usize>) -> String {
+    /// `saved`: the epochs completed at the last checkpoint, and the minibatches into the
+    /// next one for a checkpoint written at a Ctrl-C.
+    fn kept(&self, saved: Option<(usize, usize)>) -> String {
+        let dir = self.run.path.display();
         match saved {
-            Some(epoch) => format!(
-                "the checkpoint of epoch {epoch} is kept in {} (continue with --resume)",
-                self.run.path.display()
+            Some((epoch, 0)) => {
+                format!("the checkpoint of epoch {epoch} is kept in {dir} (continue with --resume)")
+            }
+            Some((epoch, minibatches)) => format!(
+                "the checkpoint after {minibatches} minibatches of epoch {} is kept in {dir} (continue with --resume)",
+                epoch + 1
             ),
             None => format!(
                 "no epoch reached a checkpoint, so nothing is kept in {} (the same command starts it again)",
@@ -270,7 +277,10 @@ impl Session<'_> {
         let terminal = self.output == Output::Auto && std::io::stderr().is_terminal();
         let mut interrupted = false;
         // The epoch of the last checkpoint on disk, for messages that say what is kept.
-        let mut saved = self.resume.then_some(progress.epoch);
+        let mut saved = self.resume.then(|| {
+            let within = progress.interrupted.map_or(0, |i| i.train.minibatches);
+            (progress.epoch, within)
+        });
         // Without a terminal's progress bar, a line now and then within long epochs.
         let mut reported = Instant::now();
 
@@ -432,7 +442,7 @@ impl Session<'_> {
                             self.kept(saved)
                         )
                     })?;
-                saved = Some(progress.epoch);
+                saved = Some((progress.epoch, 0));
             }
             if early_stop {
                 self.say(&format!(
