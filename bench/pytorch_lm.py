@@ -73,10 +73,10 @@ class RNNModel(nn.Module):
         return (h, torch.zeros_like(h)) if self.lstm else h
 
 
-def batches(corpus, B, T, sequential):
-    """Minibatches `[T, B]` as the book samples them (sequential or random subsequences)."""
-    offset = random.randint(0, T - 1)
-    if sequential:
+def batches(corpus, B, T, sampler):
+    """Minibatches `[T, B]` as rnnlm samples them (sequential, batchify or random)."""
+    offset = 0 if sampler == "batchify" else random.randint(0, T - 1)
+    if sampler != "random":
         n = ((len(corpus) - offset - 1) // B) * B
         xs = torch.tensor(corpus[offset: offset + n]).reshape(B, -1)
         ys = torch.tensor(corpus[offset + 1: offset + 1 + n]).reshape(B, -1)
@@ -107,12 +107,11 @@ def optimizer(t, params):
 def train_epoch(net, corpus, t, opt):
     B, T = t.get("batch_size", 32), t.get("num_steps", 35)
     carry = t.get("state", "carry") == "carry"
-    sequential = t.get("sampler", "sequential") == "sequential"
     theta, clip_value = t.get("theta", 1.0), t.get("clip_value", 0.0)
     net.train()
     state, loss_sum, n = None, 0.0, 0
     start = time.perf_counter()
-    for X, Y in batches(corpus, B, T, sequential):
+    for X, Y in batches(corpus, B, T, t.get("sampler", "sequential")):
         if state is None or not carry:
             state = net.begin_state(B)
         else:

@@ -16,6 +16,9 @@ pub enum Sampler {
     Random,
     /// `seq_data_iter_sequential`: row b of batch k+1 continues row b of batch k.
     Sequential,
+    /// Sequential from token 0 every epoch, with no random offset: PyTorch
+    /// word_language_model's `batchify` and Zaremba et al.'s Lua code.
+    Batchify,
 }
 
 /// One minibatch: `x` and `y` are `[batch_size, num_steps]` row-major; `y` is `x` shifted by one.
@@ -55,7 +58,11 @@ pub fn epoch_batches(
     check_sizes(corpus.len(), batch_size, num_steps)?;
     Ok(match sampler {
         Sampler::Random => random(corpus, batch_size, num_steps, rng),
-        Sampler::Sequential => sequential(corpus, batch_size, num_steps, rng),
+        Sampler::Sequential => {
+            let offset = rng.random_range(0..=num_steps);
+            sequential(corpus, batch_size, num_steps, offset)
+        }
+        Sampler::Batchify => sequential(corpus, batch_size, num_steps, 0),
     })
 }
 
@@ -106,13 +113,7 @@ fn random(corpus: &[usize], batch_size: usize, num_steps: usize, rng: &mut impl 
         .collect()
 }
 
-fn sequential(
-    corpus: &[usize],
-    batch_size: usize,
-    num_steps: usize,
-    rng: &mut impl Rng,
-) -> Vec<Batch> {
-    let offset = rng.random_range(0..=num_steps);
+fn sequential(corpus: &[usize], batch_size: usize, num_steps: usize, offset: usize) -> Vec<Batch> {
     let num_tokens = ((corpus.len() - offset - 1) / batch_size) * batch_size;
     let row_len = num_tokens / batch_size;
     let num_batches = row_len / num_steps;

@@ -253,15 +253,18 @@ proptest! {
     // The corpus 0..len makes every token its own position, so positions are visible.
     #[test]
     fn sequential_rows_continue_and_y_is_x_shifted(
-        len in 20usize..600, batch_size in 1usize..6, num_steps in 1usize..9, seed in any::<u64>()
+        len in 20usize..600, batch_size in 1usize..6, num_steps in 1usize..9, seed in any::<u64>(),
+        batchify in any::<bool>()
     ) {
         prop_assume!(len > batch_size * num_steps + num_steps);
         let corpus: Vec<usize> = (0..len).collect();
-        let batches = epoch_batches(&corpus, batch_size, num_steps, Sampler::Sequential, &mut StdRng::seed_from_u64(seed)).unwrap();
+        let sampler = if batchify { Sampler::Batchify } else { Sampler::Sequential };
+        let batches = epoch_batches(&corpus, batch_size, num_steps, sampler, &mut StdRng::seed_from_u64(seed)).unwrap();
         prop_assert!(!batches.is_empty());
-        // Count as the book: offset in 0..=num_steps.
+        // Count as the book: offset in 0..=num_steps; word_language_model's batchify: 0.
         let offset = start_of(&batches[0].x);
-        prop_assert!(offset <= num_steps);
+        let most = if batchify { 0 } else { num_steps };
+        prop_assert!(offset <= most);
         let row_len = (len - offset - 1) / batch_size;
         prop_assert_eq!(batches.len(), row_len / num_steps);
         for (k, batch) in batches.iter().enumerate() {

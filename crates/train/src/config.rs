@@ -437,7 +437,7 @@ impl TrainConfig {
         }
         if t.sampler == Sampler::Random && t.state == StateMode::Carry {
             bail!(
-                "train.state = \"carry\" needs train.sampler = \"sequential\": random minibatches do not continue each other (use state = \"reset\")"
+                "train.state = \"carry\" needs train.sampler = \"sequential\" or \"batchify\": random minibatches do not continue each other (use state = \"reset\")"
             );
         }
         self.model_config(1).validate()?;
