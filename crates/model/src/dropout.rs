@@ -27,17 +27,23 @@ impl Dropout {
             return x;
         }
         let [rows, cols] = x.dims();
-        let keep = 1.0 / (1.0 - self.p);
-        let mask: Vec<f32> = (0..rows * cols)
+        let mask = TensorData::new(self.mask(rows * cols), [rows, cols]);
+        let mask = Tensor::<2>::from_data(mask, &x.device());
+        x * mask
+    }
+
+    /// The next `len` mask values, `0` or `1 / (1 - p)` (what `apply` multiplies by, in
+    /// row-major order; the host engine draws through here too).
+    pub fn mask(&mut self, len: usize) -> Vec<f32> {
+        let keep = (1.0 / (1.0 - self.p)) as f32;
+        (0..len)
             .map(|_| {
                 if self.rng.random::<f64>() < self.p {
                     0.0
                 } else {
-                    keep as f32
+                    keep
                 }
             })
-            .collect();
-        let mask = Tensor::<2>::from_data(TensorData::new(mask, [rows, cols]), &x.device());
-        x * mask
+            .collect()
     }
 }

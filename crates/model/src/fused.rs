@@ -9,20 +9,16 @@ use std::collections::HashMap;
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Element, Int, Tensor, TensorData};
 
-use crate::bptt::{self, Layer, Mat, Minibatch, Real, RnnParams};
+use crate::bptt::{self, Cell, Layer, Masks, Mat, Minibatch, Params, Real};
 use crate::model::name_prefixes;
 use crate::step::Gradients;
-use crate::{CellKind, Model, ModelConfig, ModelError, ModelKind, RnnModel, State};
+use crate::{CellKind, Dropout, Model, ModelConfig, ModelError, ModelKind, RnnModel, State};
 
-/// Whether the fused kernel covers a model: the scratch model, or one-direction tanh/relu
-/// layers (stacked or not) with one-hot input, an untied decoder and no dropout.
+/// Whether the fused kernel covers a model: every one-direction model (the scratch
+/// model; RNN, GRU and LSTM layers, stacked or not, one-hot or embedding input, dropout,
+/// tied or not).
 pub fn fused_applies(config: &ModelConfig) -> bool {
-    config.kind == ModelKind::Scratch
-        || (!config.bidirectional
-            && matches!(config.cell, CellKind::RnnTanh | CellKind::RnnRelu)
-            && config.embedding_dim == 0
-            && !config.tied
-            && config.dropout == 0.0)
+    config.kind == ModelKind::Scratch || !config.bidirectional
 }
 
 /// `fused_applies` for a built model.
@@ -36,10 +32,12 @@ pub(crate) fn forward_backward(
     y: &Tensor<2, Int>,
     state: State,
     scales: Option<&[f64]>,
+    dropout: Option<&mut Dropout>,
+    keep_logits: bool,
 ) -> Result<Gradients, ModelError> {
     if !fused_supported(model) {
         return Err(ModelError::Config(
-            "train.engine = \"fused\" covers one-direction tanh/relu models with one-hot input, no dropout and no tying; use \"autodiff\"".into(),
+            "train.engine = \"fused\" covers one-direction models; use \"autodiff\"".into(),
         ));
     }
     let params: HashMap<String, TensorData> = model
@@ -47,9 +45,18 @@ pub(crate) fn forward_backward(
         .iter()
         .map(|(name, p)| (name.clone(), p.data()))
         .collect();
+    let run = Run {
+        model,
+        x,
+        y,
+        state,
+        scales,
+        dropout,
+        keep_logits,
+    };
     match params.values().next().map(TensorData::dtype) {
-        Some(DType::F64) => run::<f64>(model, params, x, y, state.h, scales),
-        _ => run::<f32>(model, params, x, y, state.h, scales),
+        Some(DType::F64) => run.go::<f64>(params),
+        _ => run.go::<f32>(params),
     }
 }
 
@@ -84,145 +91,207 @@ impl<T: Real + Element> HostParams<T> {
     }
 }
 
-fn run<T: Real + Element>(
-    model: &Model,
-    params: HashMap<String, TensorData>,
-    x: &Tensor<2, Int>,
-    y: &Tensor<2, Int>,
-    state: Tensor<3>,
-    scales: Option<&[f64]>,
-) -> Result<Gradients, ModelError> {
-    let device = x.device();
-    let [batch_size, num_steps] = x.dims();
-    let p = HostParams::<T>(params.into_iter().map(|(n, d)| (n, host(d))).collect());
-    let v = model.vocab_size();
-    // The layers in the book's orientation: nn.RNN's weights are transposed views, and its
-    // two biases one sum.
-    let (names, depth, h, relu) = match model {
-        Model::Scratch(m) => (Names::scratch(), 1, m.num_hiddens(), false),
-        Model::Rnn(m) => (
-            Names::rnn(m),
-            m.rnn.num_layers(),
-            m.rnn.hidden_size(),
-            m.rnn.kind == CellKind::RnnRelu,
-        ),
-    };
-    let biases: Vec<Vec<T>> = (0..depth)
-        .map(|l| match &names.b_hh {
-            None => p.get(&names.b_h[l]).to_vec(),
-            Some(b_hh) => p
-                .get(&names.b_h[l])
-                .iter()
-                .zip(p.get(&b_hh[l]))
-                .map(|(&a, &b)| a + b)
-                .collect(),
-        })
-        .collect();
-    let orient = |name: &str, rows, cols| {
-        if names.transposed {
-            Mat::row_major(p.get(name), cols, rows).t()
-        } else {
-            Mat::row_major(p.get(name), rows, cols)
-        }
-    };
-    let layers: Vec<Layer<T>> = (0..depth)
-        .map(|l| Layer {
-            W_xh: orient(&names.W_xh[l], if l == 0 { v } else { h }, h),
-            W_hh: orient(&names.W_hh[l], h, h),
-            b_h: &biases[l],
-        })
-        .collect();
-    let params = RnnParams {
-        layers: &layers,
-        W_hq: orient(&names.W_hq, h, v),
-        b_q: p.get(&names.b_q),
-        relu,
-    };
-    let (X, Y) = (tokens(x, v, "X")?, tokens(y, v, "Y")?);
-    let H0 = host::<T>(state.into_data());
-    let batch = Minibatch {
-        X: &X,
-        Y: &Y,
-        batch_size,
-        num_steps,
-        H0: &H0,
-        state_grad_scales: scales,
-    };
-    let out = bptt::forward_backward(params, &batch, rayon::current_num_threads());
-
-    // Gradients back under the parameters' names, in their stored orientation.
-    let g = out.grads;
-    let stored = |m: Vec<T>, rows, cols| -> Vec<T> {
-        if names.transposed {
-            Mat::row_major(&m, rows, cols).t().to_row_major()
-        } else {
-            m
-        }
-    };
-    let mut by_name: HashMap<String, Vec<T>> = HashMap::new();
-    for (l, layer) in g.layers.into_iter().enumerate() {
-        let input = if l == 0 { v } else { h };
-        by_name.insert(names.W_xh[l].clone(), stored(layer.W_xh, input, h));
-        by_name.insert(names.W_hh[l].clone(), stored(layer.W_hh, h, h));
-        if let Some(b_hh) = &names.b_hh {
-            by_name.insert(b_hh[l].clone(), layer.b_h.clone());
-        }
-        by_name.insert(names.b_h[l].clone(), layer.b_h);
-    }
-    by_name.insert(names.W_hq.clone(), stored(g.W_hq, h, v));
-    by_name.insert(names.b_q.clone(), g.b_q);
-    let inner = device.clone().inner();
-    let mut grads = GradientsParams::new();
-    for (name, param) in model.named_params() {
-        let values = by_name
-            .remove(&name)
-            .expect("the kernel computes a gradient for every parameter");
-        let data = TensorData::new(values, param.shape());
-        match data.shape().len() {
-            1 => grads.register(param.id(), Tensor::<1>::from_data(data, &inner)),
-            _ => grads.register(param.id(), Tensor::<2>::from_data(data, &inner)),
-        }
-    }
-    let rows = num_steps * batch_size;
-    Ok(Gradients {
-        grads,
-        logits: Tensor::from_data(TensorData::new(out.logits, [rows, v]), &device),
-        token_losses: Tensor::from_data(TensorData::new(out.token_losses, [rows]), &device),
-        state: State {
-            h: Tensor::from_data(TensorData::new(out.state, [depth, batch_size, h]), &device),
-            c: None,
-        },
-    })
+/// One call of the kernel: its inputs beside the model.
+struct Run<'a> {
+    model: &'a Model,
+    x: &'a Tensor<2, Int>,
+    y: &'a Tensor<2, Int>,
+    state: State,
+    scales: Option<&'a [f64]>,
+    dropout: Option<&'a mut Dropout>,
+    keep_logits: bool,
 }
 
-/// Which named parameters play the kernel's `W_xh`, `W_hh`, `b_h` (per layer), `W_hq`, `b_q`.
+impl Run<'_> {
+    fn go<T: Real + Element>(
+        self,
+        params: HashMap<String, TensorData>,
+    ) -> Result<Gradients, ModelError> {
+        let model = self.model;
+        let device = self.x.device();
+        let [batch_size, num_steps] = self.x.dims();
+        let p = HostParams::<T>(params.into_iter().map(|(n, d)| (n, host(d))).collect());
+        let v = model.vocab_size();
+        let names = Names::of(model);
+        let (cell, depth, h) = match model {
+            Model::Scratch(m) => (Cell::Rnn { relu: false }, 1, m.num_hiddens()),
+            Model::Rnn(m) => (
+                match m.rnn.kind {
+                    CellKind::RnnTanh => Cell::Rnn { relu: false },
+                    CellKind::RnnRelu => Cell::Rnn { relu: true },
+                    CellKind::Gru => Cell::Gru,
+                    CellKind::Lstm => Cell::Lstm,
+                },
+                m.rnn.num_layers(),
+                m.rnn.hidden_size(),
+            ),
+        };
+        let gh = cell.gates() * h;
+        let e = names.embedding.as_ref().map(|n| p.get(n).len() / v);
+        let first_input = e.unwrap_or(v);
+        // PyTorch stores `[out, in]`, the transpose of the book's `x W`.
+        let orient = |name: &str, rows, cols| {
+            if names.transposed {
+                Mat::row_major(p.get(name), cols, rows).t()
+            } else {
+                Mat::row_major(p.get(name), rows, cols)
+            }
+        };
+        let no_bias = vec![T::ZERO; gh];
+        let layers: Vec<Layer<T>> = (0..depth)
+            .map(|l| Layer {
+                W_ih: orient(&names.W_ih[l], if l == 0 { first_input } else { h }, gh),
+                W_hh: orient(&names.W_hh[l], h, gh),
+                b_ih: p.get(&names.b_ih[l]),
+                b_hh: names.b_hh.as_ref().map_or(&no_bias, |b| p.get(&b[l])),
+            })
+            .collect();
+        let embedding = names
+            .embedding
+            .as_ref()
+            .map(|n| Mat::row_major(p.get(n), v, first_input));
+        let W_hq = match &names.W_hq {
+            Some(name) => orient(name, h, v),
+            None => embedding.expect("a tied decoder has an embedding").t(),
+        };
+        let params = Params {
+            cell,
+            embedding,
+            layers: &layers,
+            W_hq,
+            b_q: p.get(&names.b_q),
+        };
+        // The masks in the order the autodiff engine draws them: embedding, the inputs of
+        // the layers above the first, the last layer's output.
+        let rows = num_steps * batch_size;
+        let masks = self.dropout.filter(|_| model.dropout() > 0.0).map(|drop| {
+            let mut draw = |width: usize| -> Vec<T> {
+                drop.mask(rows * width)
+                    .into_iter()
+                    .map(|m| T::from_f64(m.into()))
+                    .collect()
+            };
+            let mut inputs = vec![e.map(&mut draw)];
+            inputs.extend((1..depth).map(|_| Some(draw(h))));
+            Masks {
+                inputs,
+                output: draw(h),
+            }
+        });
+        let (X, Y) = (tokens(self.x, v, "X")?, tokens(self.y, v, "Y")?);
+        let H0 = host::<T>(self.state.h.into_data());
+        let C0 = self.state.c.map(|c| host::<T>(c.into_data()));
+        let batch = Minibatch {
+            X: &X,
+            Y: &Y,
+            batch_size,
+            num_steps,
+            H0: &H0,
+            C0: C0.as_deref(),
+            state_grad_scales: self.scales,
+            masks: masks.as_ref(),
+            keep_logits: self.keep_logits,
+        };
+        let out = bptt::forward_backward(params, &batch, rayon::current_num_threads());
+
+        // Gradients back under the parameters' names, in their stored orientation.
+        let g = out.grads;
+        let stored = |m: Vec<T>, rows, cols| -> Vec<T> {
+            if names.transposed {
+                Mat::row_major(&m, rows, cols).t().to_row_major()
+            } else {
+                m
+            }
+        };
+        let mut by_name: HashMap<String, Vec<T>> = HashMap::new();
+        for (l, layer) in g.layers.into_iter().enumerate() {
+            let input = if l == 0 { first_input } else { h };
+            by_name.insert(names.W_ih[l].clone(), stored(layer.W_ih, input, gh));
+            by_name.insert(names.W_hh[l].clone(), stored(layer.W_hh, h, gh));
+            by_name.insert(names.b_ih[l].clone(), layer.b_ih);
+            if let Some(b_hh) = &names.b_hh {
+                by_name.insert(b_hh[l].clone(), layer.b_hh);
+            }
+        }
+        let W_hq = Mat::row_major(&g.W_hq, h, v).t().to_row_major(); // [V, H]
+        match (&names.W_hq, &names.embedding, g.embedding) {
+            (Some(name), _, embedding) => {
+                let W_hq = if names.transposed { W_hq } else { g.W_hq };
+                by_name.insert(name.clone(), W_hq);
+                if let (Some(name), Some(grad)) = (&names.embedding, embedding) {
+                    by_name.insert(name.clone(), grad);
+                }
+            }
+            // Tied: the embedding's gradient from both of its uses.
+            (None, Some(name), Some(mut grad)) => {
+                grad.iter_mut().zip(&W_hq).for_each(|(a, &b)| *a += b);
+                by_name.insert(name.clone(), grad);
+            }
+            (None, ..) => unreachable!("a tied decoder has an embedding"),
+        }
+        by_name.insert(names.b_q.clone(), g.b_q);
+        let inner = device.clone().inner();
+        let mut grads = GradientsParams::new();
+        for (name, param) in model.named_params() {
+            let values = by_name
+                .remove(&name)
+                .expect("the kernel computes a gradient for every parameter");
+            let data = TensorData::new(values, param.shape());
+            match data.shape().len() {
+                1 => grads.register(param.id(), Tensor::<1>::from_data(data, &inner)),
+                _ => grads.register(param.id(), Tensor::<2>::from_data(data, &inner)),
+            }
+        }
+        let state =
+            |s: Vec<T>| Tensor::from_data(TensorData::new(s, [depth, batch_size, h]), &device);
+        Ok(Gradients {
+            grads,
+            logits: out
+                .logits
+                .map(|l| Tensor::from_data(TensorData::new(l, [rows, v]), &device)),
+            token_losses: Tensor::from_data(TensorData::new(out.token_losses, [rows]), &device),
+            state: State {
+                h: state(out.H),
+                c: out.C.map(state),
+            },
+        })
+    }
+}
+
+/// Which named parameters play the kernel's parts: the embedding, each layer's `W_ih`,
+/// `W_hh`, `b_ih`, `b_hh`, the decoder's `W_hq` (`None`: tied) and `b_q`.
 #[allow(non_snake_case)]
 struct Names {
-    W_xh: Vec<String>,
+    embedding: Option<String>,
+    W_ih: Vec<String>,
     W_hh: Vec<String>,
-    b_h: Vec<String>,
-    /// nn.RNN's second bias, added to `b_h`; `None` for the scratch model.
+    b_ih: Vec<String>,
+    /// PyTorch's second bias; `None` for the scratch model.
     b_hh: Option<Vec<String>>,
-    W_hq: String,
+    W_hq: Option<String>,
     b_q: String,
     /// Stored as PyTorch stores them (`[out, in]`), the transpose of the book's.
     transposed: bool,
 }
 
 impl Names {
-    fn scratch() -> Self {
-        Self {
-            W_xh: vec!["W_xh".into()],
-            W_hh: vec!["W_hh".into()],
-            b_h: vec!["b_h".into()],
-            b_hh: None,
-            W_hq: "W_hq".into(),
-            b_q: "b_q".into(),
-            transposed: false,
+    fn of(model: &Model) -> Self {
+        match model {
+            Model::Scratch(_) => Self {
+                embedding: None,
+                W_ih: vec!["W_xh".into()],
+                W_hh: vec!["W_hh".into()],
+                b_ih: vec!["b_h".into()],
+                b_hh: None,
+                W_hq: Some("W_hq".into()),
+                b_q: "b_q".into(),
+                transposed: false,
+            },
+            Model::Rnn(m) => Self::rnn(m),
         }
     }
 
-    /// A concise model's names (`[rnn.]weight_ih_l{k}`, ..., `linear|decoder.weight`).
+    /// A concise or lm model's names (`[rnn.]weight_ih_l{k}`, ..., `linear|decoder.weight`).
     fn rnn(model: &RnnModel) -> Self {
         let (rnn, head) = name_prefixes(model.kind);
         let per_layer = |what: &str| -> Vec<String> {
@@ -231,11 +300,16 @@ impl Names {
                 .collect()
         };
         Self {
-            W_xh: per_layer("weight_ih"),
+            embedding: model.encoder.is_some().then(|| "encoder.weight".into()),
+            W_ih: per_layer("weight_ih"),
             W_hh: per_layer("weight_hh"),
-            b_h: per_layer("bias_ih"),
+            b_ih: per_layer("bias_ih"),
             b_hh: Some(per_layer("bias_hh")),
-            W_hq: format!("{head}.weight"),
+            W_hq: model
+                .decoder
+                .weight
+                .is_some()
+                .then(|| format!("{head}.weight")),
             b_q: format!("{head}.bias"),
             transposed: true,
         }

@@ -223,7 +223,8 @@ pub fn parity(
     };
     out.metadata
         .insert("model".into(), format!("{:?}", config.kind).to_lowercase());
-    out.insert("logits", g.logits.into_data());
+    let logits = g.logits.expect("gradients keeps the logits");
+    out.insert("logits", logits.into_data());
     let y_flat: Vec<i64> = y
         .transpose()
         .reshape([t * b])

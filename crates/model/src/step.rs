@@ -26,7 +26,9 @@ pub fn cross_entropy(logits: Tensor<2>, y: Tensor<2, Int>) -> Tensor<1> {
 /// forward computed.
 pub struct Gradients {
     pub grads: GradientsParams,
-    pub logits: Tensor<2>,
+    /// `None` where the training step did not ask for them (the host engine turns its
+    /// one `[rows, V]` buffer into their gradient).
+    pub logits: Option<Tensor<2>>,
     /// The loss of every target token.
     pub token_losses: Tensor<1>,
     pub state: State,
@@ -49,8 +51,8 @@ pub struct StepResult {
 pub enum Engine {
     /// Burn's autodiff over the model's forward: any model, any backend.
     Autodiff,
-    /// The written-out BPTT kernel on the host (`bptt`): one-direction RNN models without
-    /// embedding or dropout, stacked or not; several times faster on CPU backends.
+    /// The written-out BPTT kernel on the host (`bptt`): every one-direction model
+    /// (RNN, GRU, LSTM; embeddings, dropout, tying); faster on CPU backends.
     Fused,
 }
 
@@ -78,6 +80,21 @@ pub fn gradients(
     dropout: Option<&mut Dropout>,
     engine: Engine,
 ) -> Result<Gradients, ModelError> {
+    gradients_keeping(model, x, y, state, scales, dropout, engine, true)
+}
+
+/// `gradients`, with the logits only when `keep_logits`.
+#[allow(clippy::too_many_arguments)]
+fn gradients_keeping(
+    model: &Model,
+    x: Tensor<2, Int>,
+    y: Tensor<2, Int>,
+    state: State,
+    scales: Option<&[f64]>,
+    dropout: Option<&mut Dropout>,
+    engine: Engine,
+    keep_logits: bool,
+) -> Result<Gradients, ModelError> {
     match engine {
         Engine::Autodiff => {
             let (logits, state) = model.forward_with(x, state, &mut scale_gate(scales), dropout);
@@ -85,12 +102,14 @@ pub fn gradients(
             let grads = GradientsParams::from_grads(token_losses.clone().mean().backward(), model);
             Ok(Gradients {
                 grads,
-                logits,
+                logits: keep_logits.then_some(logits),
                 token_losses,
                 state,
             })
         }
-        Engine::Fused => fused::forward_backward(model, &x, &y, state, scales),
+        Engine::Fused => {
+            fused::forward_backward(model, &x, &y, state, scales, dropout, keep_logits)
+        }
     }
 }
 
@@ -108,7 +127,7 @@ pub fn train_step(
     clipping: Clipping,
     lr: f64,
 ) -> Result<StepResult, ModelError> {
-    let g = gradients(&model, x, y, state, scales, dropout, engine)?;
+    let g = gradients_keeping(&model, x, y, state, scales, dropout, engine, false)?;
     let (clipped, grad_norm) = clipping.apply(&model, g.grads);
     let model = optimizer.step(lr, model, clipped);
     Ok(StepResult {

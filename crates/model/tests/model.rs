@@ -76,9 +76,11 @@ fn lm_fixtures_match_pytorch_float64() {
         let expected =
             NamedTensors::read(&lm.join(format!("{case}.expected.float64.safetensors"))).unwrap();
         // theta and lr come from the fixture's metadata.
-        let out = parity::parity(&input, None, None, Engine::Autodiff, &device).unwrap();
-        let worst = parity::compare(&out, &expected, 1e-10, 1e-9).unwrap();
-        assert!(worst.is_none(), "{case}: {worst:?}");
+        for engine in [Engine::Autodiff, Engine::Fused] {
+            let out = parity::parity(&input, None, None, engine, &device).unwrap();
+            let worst = parity::compare(&out, &expected, 1e-10, 1e-9).unwrap();
+            assert!(worst.is_none(), "{case} {engine:?}: {worst:?}");
+        }
         let norm: f64 = expected.tensors["grad_norm"].iter::<f64>().next().unwrap();
         let theta: f64 = input.metadata["theta"].parse().unwrap();
         assert_eq!(case.ends_with("clip"), norm > theta, "{case}");
@@ -606,28 +608,34 @@ fn gradient_norms_through_time_equal_finite_differences() {
     }
 }
 
-/// One step's logits, loss, state and every gradient (before and after clipping).
+/// One step's logits, loss, state and every gradient (before and after clipping), with
+/// dropout masks drawn from `seed`.
 fn step_outputs(
     model: Model,
     x: &Tensor<2, Int>,
     y: &Tensor<2, Int>,
     h0: &State,
     scales: Option<&[f64]>,
+    seed: u64,
     engine: Engine,
 ) -> Vec<f64> {
+    let mut dropout = Dropout::new(model.dropout(), seed);
     let g = gradients(
         &model,
         x.clone(),
         y.clone(),
         h0.clone(),
         scales,
-        None,
+        Some(&mut dropout),
         engine,
     )
     .unwrap();
-    let mut out: Vec<f64> = g.logits.into_data().iter::<f64>().collect();
+    let mut out: Vec<f64> = g.logits.unwrap().into_data().iter::<f64>().collect();
     out.extend(g.token_losses.into_data().iter::<f64>());
     out.extend(g.state.h.into_data().iter::<f64>());
+    if let Some(c) = g.state.c {
+        out.extend(c.into_data().iter::<f64>());
+    }
     let mut read = |grads: &GradientsParams| {
         for (_, p) in model.named_params() {
             out.extend(p.grad(grads).unwrap().iter::<f64>());
@@ -645,17 +653,39 @@ fn step_outputs(
     out
 }
 
+fn worst_difference(a: &[f64], b: &[f64]) -> f64 {
+    assert_eq!(a.len(), b.len());
+    a.iter()
+        .zip(b)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
+}
+
 #[test]
 fn fused_engine_equals_autodiff_for_every_model_it_covers() {
     let device = device();
+    let lm = |cell: CellKind, layers: usize, embedding: usize, dropout: f64, tied: bool| {
+        ModelConfig::new(ModelKind::Lm, 6, 5)
+            .with_cell(cell)
+            .with_num_layers(layers)
+            .with_embedding_dim(embedding)
+            .with_dropout(dropout)
+            .with_tied(tied)
+    };
+    use CellKind::{Gru, Lstm, RnnRelu, RnnTanh};
     let configs = [
         ModelConfig::new(ModelKind::Scratch, 6, 5),
         ModelConfig::new(ModelKind::Concise, 6, 5),
-        ModelConfig::new(ModelKind::Concise, 6, 5).with_cell(CellKind::RnnRelu),
+        ModelConfig::new(ModelKind::Concise, 6, 5).with_cell(RnnRelu),
         ModelConfig::new(ModelKind::Concise, 6, 5).with_num_layers(3),
-        ModelConfig::new(ModelKind::Concise, 6, 5)
-            .with_num_layers(2)
-            .with_cell(CellKind::RnnRelu),
+        lm(RnnRelu, 2, 0, 0.0, false),
+        lm(Lstm, 1, 0, 0.0, false),
+        lm(Lstm, 2, 4, 0.3, false),
+        lm(Lstm, 3, 5, 0.2, true),
+        lm(Gru, 1, 0, 0.0, false),
+        lm(Gru, 2, 5, 0.25, true),
+        lm(Gru, 3, 3, 0.0, false),
+        lm(RnnTanh, 2, 5, 0.4, true),
     ];
     let x = tokens(
         &[5, 0, 3, 3, 1, 2, 4, 0, 1, 1, 2, 5, 0, 4, 4],
@@ -671,36 +701,42 @@ fn fused_engine_equals_autodiff_for_every_model_it_covers() {
     for (i, config) in configs.iter().enumerate() {
         let (_, named) = random_model(config, 20 + i as u64, 0.9, &device);
         let fresh = || Model::from_named(config, &named, &device).unwrap();
-        let h0 = State {
-            h: Tensor::<3>::random(
+        // A carried state (h, and c for the LSTM).
+        let carried = || {
+            Tensor::<3>::random(
                 [config.num_layers, 3, 5],
                 burn::tensor::Distribution::Uniform(-0.5, 0.5),
                 &device,
-            ),
-            c: None,
+            )
+        };
+        let h0 = State {
+            h: carried(),
+            c: config.cell.has_cell_state().then(carried),
         };
         for scales in [None, Some(&cut_and_reweighted[..])] {
-            let a = step_outputs(fresh(), &x, &y, &h0, scales, Engine::Autodiff);
-            let b = step_outputs(fresh(), &x, &y, &h0, scales, Engine::Fused);
-            assert_eq!(a.len(), b.len());
-            let worst = a
-                .iter()
-                .zip(&b)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0.0, f64::max);
+            let a = step_outputs(fresh(), &x, &y, &h0, scales, 7, Engine::Autodiff);
+            let b = step_outputs(fresh(), &x, &y, &h0, scales, 7, Engine::Fused);
+            let worst = worst_difference(&a, &b);
             assert!(worst < 1e-12, "{config:?} {scales:?}: {worst}");
         }
-        // The reweighting is in effect: without it the gradients differ.
-        let plain = step_outputs(fresh(), &x, &y, &h0, None, Engine::Fused);
+        // The reweighting is in effect: without it the gradients differ; and so are the
+        // masks: another seed gives other outputs.
+        let plain = step_outputs(fresh(), &x, &y, &h0, None, 7, Engine::Fused);
         let cut = step_outputs(
             fresh(),
             &x,
             &y,
             &h0,
             Some(&cut_and_reweighted),
+            7,
             Engine::Fused,
         );
-        assert!(plain.iter().zip(&cut).any(|(a, b)| (a - b).abs() > 1e-6));
+        assert!(worst_difference(&plain, &cut) > 1e-6, "{config:?}");
+        let other_masks = step_outputs(fresh(), &x, &y, &h0, None, 8, Engine::Fused);
+        assert_eq!(
+            config.dropout > 0.0,
+            worst_difference(&plain, &other_masks) > 1e-6
+        );
     }
     // What the fused engine refuses, as errors.
     let fused_error = |config: &ModelConfig, y: Tensor<2, Int>| -> String {
@@ -730,56 +766,82 @@ fn fused_engine_equals_autodiff_for_every_model_it_covers() {
 
 #[test]
 fn the_kernel_splits_batch_rows_across_threads_without_changing_results() {
-    use rnnlm_model::bptt::{Layer, Mat, Minibatch, RnnParams, forward_backward};
-    let (v, h, b, t) = (7, 6, 5, 4);
+    use rnnlm_model::bptt::{Cell, Layer, Masks, Mat, Minibatch, Params, forward_backward};
+    let (v, h, b, t, e) = (7, 6, 5, 4, 3);
     let mut rng = StdRng::seed_from_u64(5);
     let mut draw = |n: usize| -> Vec<f64> { (0..n).map(|_| rng.random_range(-0.7..0.7)).collect() };
-    // Two stacked layers: the first looks rows of W_xh up, the second multiplies.
-    let (w_xh0, w_hh0, b_h0) = (draw(v * h), draw(h * h), draw(h));
-    let (w_xh1, w_hh1, b_h1) = (draw(h * h), draw(h * h), draw(h));
-    let (w_hq, b_q, h0) = (draw(h * v), draw(v), draw(2 * b * h));
-    let ids = |shift: usize| -> Vec<usize> { (0..b * t).map(|i| (i * 3 + shift) % v).collect() };
-    let (x, y) = (ids(0), ids(1));
-    let layers = [
-        Layer {
-            W_xh: Mat::row_major(&w_xh0, v, h),
-            W_hh: Mat::row_major(&w_hh0, h, h),
-            b_h: &b_h0,
-        },
-        Layer {
-            W_xh: Mat::row_major(&w_xh1, h, h),
-            W_hh: Mat::row_major(&w_hh1, h, h),
-            b_h: &b_h1,
-        },
-    ];
-    let params = RnnParams {
-        layers: &layers,
-        W_hq: Mat::row_major(&w_hq, h, v),
-        b_q: &b_q,
-        relu: false,
-    };
-    let scales = [1.0, 0.0, 2.0, 1.0];
-    let batch = Minibatch {
-        X: &x,
-        Y: &y,
-        batch_size: b,
-        num_steps: t,
-        H0: &h0,
-        state_grad_scales: Some(&scales),
-    };
-    let one = forward_backward(params, &batch, 1);
-    assert_eq!(one.state.len(), 2 * b * h);
-    for threads in [2, 3, 8] {
-        let many = forward_backward(params, &batch, threads);
-        assert_eq!(many.logits, one.logits, "{threads} threads");
-        assert_eq!(many.token_losses, one.token_losses);
-        assert_eq!(many.state, one.state);
-        let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-14);
-        let (g, w) = (&many.grads, &one.grads);
-        for (g, w) in g.layers.iter().zip(&w.layers) {
-            assert!(close(&g.W_xh, &w.W_xh) && close(&g.W_hh, &w.W_hh) && close(&g.b_h, &w.b_h));
+    for (cell, embedded) in [
+        (Cell::Rnn { relu: false }, false),
+        (Cell::Gru, false),
+        (Cell::Lstm, true),
+    ] {
+        let gh = cell.gates() * h;
+        // Two stacked layers: the first looks rows up (one-hot) or multiplies embeddings.
+        let first = if embedded { e } else { v };
+        let embedding = draw(v * e);
+        let weights = [
+            (draw(first * gh), draw(h * gh)),
+            (draw(h * gh), draw(h * gh)),
+        ];
+        let biases = [(draw(gh), draw(gh)), (draw(gh), draw(gh))];
+        let (w_hq, b_q, h0, c0) = (draw(h * v), draw(v), draw(2 * b * h), draw(2 * b * h));
+        let mask = |width: usize| -> Vec<f64> {
+            (0..t * b * width)
+                .map(|i| if i % 3 == 0 { 0.0 } else { 1.5 })
+                .collect()
+        };
+        let masks = Masks {
+            inputs: vec![embedded.then(|| mask(e)), Some(mask(h))],
+            output: mask(h),
+        };
+        let ids =
+            |shift: usize| -> Vec<usize> { (0..b * t).map(|i| (i * 3 + shift) % v).collect() };
+        let (x, y) = (ids(0), ids(1));
+        let layers: Vec<Layer<f64>> = (0..2)
+            .map(|l| Layer {
+                W_ih: Mat::row_major(&weights[l].0, if l == 0 { first } else { h }, gh),
+                W_hh: Mat::row_major(&weights[l].1, h, gh),
+                b_ih: &biases[l].0,
+                b_hh: &biases[l].1,
+            })
+            .collect();
+        let params = Params {
+            cell,
+            embedding: embedded.then(|| Mat::row_major(&embedding, v, e)),
+            layers: &layers,
+            W_hq: Mat::row_major(&w_hq, h, v),
+            b_q: &b_q,
+        };
+        let scales = [1.0, 0.0, 2.0, 1.0];
+        let batch = Minibatch {
+            X: &x,
+            Y: &y,
+            batch_size: b,
+            num_steps: t,
+            H0: &h0,
+            C0: cell.has_cell_state().then_some(&c0[..]),
+            state_grad_scales: Some(&scales),
+            masks: Some(&masks),
+            keep_logits: true,
+        };
+        let one = forward_backward(params, &batch, 1);
+        assert_eq!(one.H.len(), 2 * b * h);
+        for threads in [2, 3, 8] {
+            let many = forward_backward(params, &batch, threads);
+            assert_eq!(many.logits, one.logits, "{cell:?}, {threads} threads");
+            assert_eq!(many.token_losses, one.token_losses);
+            assert_eq!((&many.H, &many.C), (&one.H, &one.C));
+            let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-14);
+            let (g, w) = (&many.grads, &one.grads);
+            for (g, w) in g.layers.iter().zip(&w.layers) {
+                assert!(close(&g.W_ih, &w.W_ih) && close(&g.W_hh, &w.W_hh));
+                assert!(close(&g.b_ih, &w.b_ih) && close(&g.b_hh, &w.b_hh));
+            }
+            assert!(close(&g.W_hq, &w.W_hq) && close(&g.b_q, &w.b_q));
+            let (ge, we) = (g.embedding.as_deref(), w.embedding.as_deref());
+            assert_eq!(ge.is_some(), embedded);
+            assert!(close(ge.unwrap_or_default(), we.unwrap_or_default()));
         }
-        assert!(close(&g.W_hq, &w.W_hq) && close(&g.b_q, &w.b_q));
     }
 }
 

@@ -443,7 +443,7 @@ impl TrainConfig {
         self.model_config(1).validate()?;
         if t.engine == Some(Engine::Fused) && !self.fused_applies() {
             bail!(
-                "train.engine = \"fused\" covers one-direction tanh/relu models with one-hot input, no dropout and no tying (not {}); use \"autodiff\"",
+                "train.engine = \"fused\" covers one-direction models (not {}); use \"autodiff\"",
                 self.model.kind_name()
             );
         }

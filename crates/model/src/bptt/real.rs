@@ -1,6 +1,6 @@
 //! The element types the host kernel runs in, and a strided matrix view over host memory.
 
-use std::ops::{Add, AddAssign, Mul, Sub};
+use std::ops::{Add, AddAssign, Div, Mul, Sub};
 
 /// `f32` or `f64`: what the kernel needs of a number.
 pub trait Real:
@@ -12,6 +12,7 @@ pub trait Real:
     + Add<Output = Self>
     + Sub<Output = Self>
     + Mul<Output = Self>
+    + Div<Output = Self>
     + AddAssign
     + 'static
 {
@@ -22,6 +23,17 @@ pub trait Real:
     fn exp(self) -> Self;
     fn ln(self) -> Self;
     fn tanh(self) -> Self;
+    /// `1 / (1 + e^-x)` as `(1 + tanh(x / 2)) / 2`, the autodiff engine's formula.
+    fn sigmoid(self) -> Self {
+        Self::from_f64(0.5) * (self * Self::from_f64(0.5)).tanh() + Self::from_f64(0.5)
+    }
+    fn recip(self) -> Self {
+        Self::ONE / self
+    }
+    /// `relu`.
+    fn max0(self) -> Self {
+        if self > Self::ZERO { self } else { Self::ZERO }
+    }
     /// `C = alpha A B + beta C` (`A [m, k]`, `B [k, n]`, `C [m, n]`) with element strides.
     ///
     /// # Safety

@@ -1,0 +1,309 @@
+//! One worker's share of `forward_backward`: batch rows `lo..hi` at every step. Local row
+//! `t * n + i` is batch row `lo + i` at step `t` (global row `t * batch_size + lo + i`).
+
+use std::ops::Range;
+
+use super::cells::{Grads as StepGrads, Saved, Step};
+use super::{Grads, Mat, Minibatch, Params, Prepared, Real, column_sums, matmul};
+
+pub(super) struct Part<T> {
+    pub logits: Option<Vec<T>>,
+    pub losses: Vec<T>,
+    /// The final state of each layer, `[num_layers, n, H]`.
+    pub H: Vec<T>,
+    pub C: Option<Vec<T>>,
+    pub grads: Grads<T>,
+}
+
+/// What the forward pass of one layer keeps for its backward pass.
+struct Kept<T> {
+    /// The layer's input `[T*n, in]` after dropout; empty for one-hot input.
+    X: Vec<T>,
+    /// Activated gates `[T*n, G*H]`.
+    G: Vec<T>,
+    /// `H_{-1}` (the state entering the minibatch), `H_0`, ..., `H_{T-1}`; `C` alike.
+    H: Vec<T>,
+    C: Vec<T>,
+    /// `cells::Step::extra` of every step, `[T*n, H]`.
+    E: Vec<T>,
+}
+
+/// The rows of `m` (`[T*B, width]`, global order) that this worker reads, in local order.
+fn local_rows<T: Real>(
+    m: &[T],
+    width: usize,
+    batch: usize,
+    range: &Range<usize>,
+    steps: usize,
+) -> Vec<T> {
+    (0..steps)
+        .flat_map(|t| &m[(t * batch + range.start) * width..(t * batch + range.end) * width])
+        .copied()
+        .collect()
+}
+
+fn times<T: Real>(x: &mut [T], mask: Option<&Vec<T>>) {
+    if let Some(mask) = mask {
+        x.iter_mut().zip(mask).for_each(|(x, &m)| *x = *x * m);
+    }
+}
+
+pub(super) fn run<T: Real>(
+    p: &Params<T>,
+    prepared: &[Prepared<T>],
+    batch: &Minibatch<T>,
+    range: Range<usize>,
+    mean: T,
+) -> Part<T> {
+    let (v, h, steps, cell) = (p.W_hq.cols, p.W_hq.rows, batch.num_steps, p.cell);
+    let (gh, depth) = (cell.gates() * h, p.layers.len());
+    let (lo, n) = (range.start, range.len());
+    let token = |ids: &[usize], r: usize| ids[(lo + r % n) * steps + r / n];
+    let block = n * h; // one step's [n, H]
+    let tn = steps * n; // rows over all steps
+    let masks = |l: usize| -> Option<Vec<T>> {
+        let m = batch.masks?;
+        let width = if l == 0 { p.embedding?.cols } else { h };
+        let mask = if l == depth {
+            Some(&m.output)
+        } else {
+            m.inputs[l].as_ref()
+        };
+        mask.map(|mask| local_rows(mask, width, batch.batch_size, &range, steps))
+    };
+    let masks: Vec<Option<Vec<T>>> = (0..=depth).map(masks).collect();
+
+    // Forward, layer by layer.
+    let mut X = match p.embedding {
+        Some(E) => {
+            let mut X = Vec::with_capacity(tn * E.cols);
+            for r in 0..tn {
+                let x = token(batch.X, r);
+                X.extend((0..E.cols).map(|j| E.at(x, j)));
+            }
+            times(&mut X, masks[0].as_ref());
+            X
+        }
+        None => Vec::new(),
+    };
+    let mut kept: Vec<Kept<T>> = Vec::with_capacity(depth);
+    for (l, (layer, w)) in p.layers.iter().zip(prepared).enumerate() {
+        // Every step's input projection first; the recurrence adds `H_{t-1} W_hh`.
+        let mut G = vec![T::ZERO; tn * gh];
+        if X.is_empty() {
+            for (r, row) in G.chunks_exact_mut(gh).enumerate() {
+                let x = token(batch.X, r);
+                row.copy_from_slice(&w.W_ih[x * gh..(x + 1) * gh]);
+            }
+        } else {
+            G.chunks_exact_mut(gh)
+                .for_each(|row| row.copy_from_slice(layer.b_ih));
+            let width = X.len() / tn;
+            matmul(
+                &mut G,
+                Mat::row_major(&X, tn, width),
+                Mat::row_major(&w.W_ih, width, gh),
+                true,
+            );
+        }
+        if !cell.separate_hidden_gates() {
+            for row in G.chunks_exact_mut(gh) {
+                row.iter_mut().zip(layer.b_hh).for_each(|(g, &b)| *g += b);
+            }
+        }
+        let state = (l * batch.batch_size + lo) * h;
+        let initial = |s: &[T]| s[state..state + block].to_vec();
+        let mut H = vec![T::ZERO; (steps + 1) * block];
+        H[..block].copy_from_slice(&batch.H0[state..state + block]);
+        let mut C = match batch.C0 {
+            Some(C0) => [initial(C0), vec![T::ZERO; steps * block]].concat(),
+            None => Vec::new(),
+        };
+        let mut E = vec![T::ZERO; if cell.has_extra() { tn * h } else { 0 }];
+        let mut gh_t = vec![
+            T::ZERO;
+            if cell.separate_hidden_gates() {
+                n * gh
+            } else {
+                0
+            }
+        ];
+        let W_hh = Mat::row_major(&w.W_hh, h, gh);
+        for t in 0..steps {
+            let G_t = &mut G[t * n * gh..(t + 1) * n * gh];
+            let (before, after) = H.split_at_mut((t + 1) * block);
+            let h_prev = &before[t * block..];
+            if cell.separate_hidden_gates() {
+                gh_t.chunks_exact_mut(gh)
+                    .for_each(|row| row.copy_from_slice(layer.b_hh));
+                matmul(&mut gh_t, Mat::row_major(h_prev, n, h), W_hh, true);
+            } else {
+                matmul(G_t, Mat::row_major(h_prev, n, h), W_hh, true);
+            }
+            let (c_prev, c) = if C.is_empty() {
+                (&[][..], &mut [][..])
+            } else {
+                let (before, after) = C.split_at_mut((t + 1) * block);
+                (&before[t * block..], &mut after[..block])
+            };
+            let extra = if E.is_empty() {
+                &mut [][..]
+            } else {
+                &mut E[t * block..(t + 1) * block]
+            };
+            let step = Step {
+                h_prev,
+                c_prev,
+                h: &mut after[..block],
+                c,
+                extra,
+            };
+            cell.forward(h, G_t, &gh_t, step);
+        }
+        let mut next = H[block..].to_vec();
+        if l + 1 < depth {
+            times(&mut next, masks[l + 1].as_ref());
+        }
+        kept.push(Kept {
+            X: std::mem::replace(&mut X, next),
+            G,
+            H,
+            C,
+            E,
+        });
+    }
+    // `X` is now the decoder's input: the last layer's outputs after dropout.
+    times(&mut X, masks[depth].as_ref());
+
+    // O = X W_hq + b_q over all steps at once; softmax cross-entropy; dO of the mean,
+    // in the same buffer.
+    let mut O = vec![T::ZERO; tn * v];
+    O.chunks_exact_mut(v)
+        .for_each(|row| row.copy_from_slice(p.b_q));
+    matmul(&mut O, Mat::row_major(&X, tn, h), p.W_hq, true);
+    let logits = batch.keep_logits.then(|| O.clone());
+    let mut losses = vec![T::ZERO; tn];
+    for (r, o) in O.chunks_exact_mut(v).enumerate() {
+        let y = token(batch.Y, r);
+        let max = o
+            .iter()
+            .copied()
+            .fold(o[0], |m, x| if x > m { x } else { m });
+        let o_y = o[y] - max;
+        let mut sum = T::ZERO;
+        for o in o.iter_mut() {
+            *o = (*o - max).exp();
+            sum += *o;
+        }
+        losses[r] = sum.ln() - o_y;
+        // softmax - onehot(y), over the number of tokens (the loss is their mean)
+        let scale = mean * sum.recip();
+        o.iter_mut().for_each(|o| *o = *o * scale);
+        o[y] = o[y] - mean;
+    }
+    let dO = Mat::row_major(&O, tn, v);
+    let mut grads = Grads::zeros(p);
+    matmul(&mut grads.W_hq, Mat::row_major(&X, tn, h).t(), dO, false);
+    column_sums(&mut grads.b_q, &O);
+    let mut dY = vec![T::ZERO; tn * h];
+    matmul(&mut dY, dO, p.W_hq.t(), false);
+    times(&mut dY, masks[depth].as_ref());
+    drop(O);
+
+    // Backward, layer by layer from the top: `dY` is the gradient reaching the layer's
+    // outputs from above; the recurrence adds what reaches them from the next step.
+    let separate = cell.separate_hidden_gates();
+    for l in (0..depth).rev() {
+        let (k, w, g) = (&kept[l], &prepared[l], &mut grads.layers[l]);
+        let mut dG = vec![T::ZERO; tn * gh];
+        let mut dGH = vec![T::ZERO; if separate { tn * gh } else { 0 }];
+        let mut dh_next = vec![T::ZERO; block];
+        let mut dc = vec![T::ZERO; if k.C.is_empty() { 0 } else { block }];
+        let mut dh = vec![T::ZERO; block];
+        let W_hh_T = Mat::row_major(&w.W_hh_T, gh, h);
+        for t in (0..steps).rev() {
+            let rows = t * block..(t + 1) * block;
+            dh.iter_mut()
+                .zip(&dY[rows.clone()])
+                .zip(&dh_next)
+                .for_each(|((d, &a), &b)| *d = a + b);
+            let gates = t * n * gh..(t + 1) * n * gh;
+            let saved = Saved {
+                h_prev: &k.H[t * block..(t + 1) * block],
+                c_prev: if k.C.is_empty() {
+                    &[]
+                } else {
+                    &k.C[t * block..(t + 1) * block]
+                },
+                h: &k.H[(t + 1) * block..(t + 2) * block],
+                extra: if k.E.is_empty() { &[] } else { &k.E[rows] },
+            };
+            let step = StepGrads {
+                dh: &dh,
+                dc: &mut dc,
+                dg: &mut dG[gates.clone()],
+                dgh: if separate {
+                    &mut dGH[gates.clone()]
+                } else {
+                    &mut []
+                },
+                dh_prev: &mut dh_next,
+            };
+            cell.backward(h, &k.G[gates.clone()], saved, step);
+            if t == 0 {
+                break; // the state entering the minibatch is not trained
+            }
+            let s = batch.state_grad_scales.map_or(1.0, |s| s[t]);
+            if s == 0.0 {
+                dh_next.fill(T::ZERO);
+                dc.fill(T::ZERO);
+                continue;
+            }
+            let dgh_t = if separate { &dGH[gates] } else { &dG[gates] };
+            matmul(&mut dh_next, Mat::row_major(dgh_t, n, gh), W_hh_T, true);
+            if s != 1.0 {
+                let s = T::from_f64(s);
+                dh_next
+                    .iter_mut()
+                    .chain(dc.iter_mut())
+                    .for_each(|d| *d = *d * s);
+            }
+        }
+        let dGH = if separate { &dGH } else { &dG };
+        let H_prev = Mat::row_major(&k.H[..tn * h], tn, h);
+        matmul(&mut g.W_hh, H_prev.t(), Mat::row_major(dGH, tn, gh), false);
+        column_sums(&mut g.b_hh, dGH);
+        column_sums(&mut g.b_ih, &dG);
+        if k.X.is_empty() {
+            for (r, d) in dG.chunks_exact(gh).enumerate() {
+                let x = token(batch.X, r);
+                let row = &mut g.W_ih[x * gh..(x + 1) * gh];
+                row.iter_mut().zip(d).for_each(|(g, &d)| *g += d);
+            }
+            continue;
+        }
+        let dG = Mat::row_major(&dG, tn, gh);
+        let width = k.X.len() / tn;
+        matmul(&mut g.W_ih, Mat::row_major(&k.X, tn, width).t(), dG, false);
+        let mut dX = vec![T::ZERO; tn * width];
+        matmul(&mut dX, dG, Mat::row_major(&w.W_ih_T, gh, width), false);
+        times(&mut dX, masks[l].as_ref());
+        if l > 0 {
+            dY = dX;
+        } else if let Some(dE) = &mut grads.embedding {
+            for (r, d) in dX.chunks_exact(width).enumerate() {
+                let x = token(batch.X, r);
+                let row = &mut dE[x * width..(x + 1) * width];
+                row.iter_mut().zip(d).for_each(|(e, &d)| *e += d);
+            }
+        }
+    }
+    let last = |s: &[T]| s[steps * block..].to_vec();
+    Part {
+        logits,
+        losses,
+        H: kept.iter().flat_map(|k| last(&k.H)).collect(),
+        C: (!kept[0].C.is_empty()).then(|| kept.iter().flat_map(|k| last(&k.C)).collect()),
+        grads,
+    }
+}
