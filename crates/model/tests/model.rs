@@ -866,6 +866,21 @@ fn the_float32_tanh_is_within_8_ulp_everywhere() {
 }
 
 #[test]
+fn the_float32_exp_is_within_2_ulp_where_a_softmax_reads_it() {
+    use rnnlm_model::bptt::Real;
+    let mut worst: f64 = 0.0;
+    let bits = (0..(87f32).to_bits()).step_by(89);
+    for x in bits.map(f32::from_bits).flat_map(|x| [x, -x]) {
+        let exact = (x as f64).exp();
+        let ulp = f32::from_bits((exact as f32).to_bits() + 1) as f64 - (exact as f32) as f64;
+        worst = worst.max((<f32 as Real>::exp(x) as f64 - exact).abs() / ulp);
+    }
+    assert!(worst <= 2.0, "worst error {worst} ulp");
+    // Far below, nothing beside a softmax's largest term (e^0 = 1).
+    assert!(<f32 as Real>::exp(-1000.0) < 1e-37);
+}
+
+#[test]
 fn dropout_zeroes_p_of_the_values_scales_the_rest_and_repeats_with_its_seed() {
     let device = device();
     let ones = || Tensor::<2>::ones([200, 100], &device);

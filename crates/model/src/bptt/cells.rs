@@ -120,14 +120,24 @@ fn gru_forward<T: Real>(hs: usize, gates: &mut [T], gh: &[T], s: Step<T>) {
     for ((gates, gh), ((h, h_prev), h_n)) in rows.zip(states.zip(s.extra.chunks_exact_mut(hs))) {
         let (r, rest) = gates.split_at_mut(hs);
         let (z, n) = rest.split_at_mut(hs);
-        let (gh_r, gh_z, gh_n) = (&gh[..hs], &gh[hs..2 * hs], &gh[2 * hs..]);
-        for j in 0..hs {
-            r[j] = (r[j] + gh_r[j]).sigmoid();
-            z[j] = (z[j] + gh_z[j]).sigmoid();
-            h_n[j] = gh_n[j];
-            n[j] = (n[j] + r[j] * gh_n[j]).tanh();
-            h[j] = n[j] - z[j] * n[j] + z[j] * h_prev[j];
-        }
+        let (gh_r, gh_z, gh_n) = (&gh[..hs], &gh[hs..2 * hs], &gh[2 * hs..3 * hs]);
+        gru_forward_row([r, z, n, h, h_n], [gh_r, gh_z, gh_n, h_prev]);
+    }
+}
+
+/// One row of `gru_forward`. Separate slices in a function's arguments are known not to
+/// overlap, so the loop vectorises (split from one buffer in the caller, they are not).
+#[inline(never)]
+fn gru_forward_row<T: Real>(out: [&mut [T]; 5], inp: [&[T]; 4]) {
+    let hs = out[0].len();
+    let [r, z, n, h, h_n] = out.map(|x| &mut x[..hs]);
+    let [gh_r, gh_z, gh_n, h_prev] = inp.map(|x| &x[..hs]);
+    for j in 0..hs {
+        r[j] = (r[j] + gh_r[j]).sigmoid();
+        z[j] = (z[j] + gh_z[j]).sigmoid();
+        h_n[j] = gh_n[j];
+        n[j] = (n[j] + r[j] * gh_n[j]).tanh();
+        h[j] = n[j] - z[j] * n[j] + z[j] * h_prev[j];
     }
 }
 
@@ -144,17 +154,31 @@ fn gru_backward<T: Real>(hs: usize, gates: &[T], s: Saved<T>, g: Grads<T>) {
         .zip(grads)
         .zip(states.zip(g.dh_prev.chunks_exact_mut(hs)))
     {
-        let (r, z, n) = (&gates[..hs], &gates[hs..2 * hs], &gates[2 * hs..]);
-        for j in 0..hs {
-            let dn = dh[j] * (T::ONE - z[j]);
-            let dz = dh[j] * (h_prev[j] - n[j]);
-            dh_prev[j] = dh[j] * z[j];
-            let da_n = dn * (T::ONE - n[j] * n[j]);
-            let da_r = da_n * h_n[j] * r[j] * (T::ONE - r[j]);
-            let da_z = dz * z[j] * (T::ONE - z[j]);
-            (dg[j], dg[hs + j], dg[2 * hs + j]) = (da_r, da_z, da_n);
-            (dgh[j], dgh[hs + j], dgh[2 * hs + j]) = (da_r, da_z, da_n * r[j]);
-        }
+        let (r, z, n) = (&gates[..hs], &gates[hs..2 * hs], &gates[2 * hs..3 * hs]);
+        let (da_r, rest) = dg.split_at_mut(hs);
+        let (da_z, da_n) = rest.split_at_mut(hs);
+        let (dh_r, rest) = dgh.split_at_mut(hs);
+        let (dh_z, dh_n) = rest.split_at_mut(hs);
+        gru_backward_row(
+            [da_r, da_z, da_n, dh_r, dh_z, dh_n, dh_prev],
+            [r, z, n, h_n, dh, h_prev],
+        );
+    }
+}
+
+#[inline(never)]
+fn gru_backward_row<T: Real>(out: [&mut [T]; 7], inp: [&[T]; 6]) {
+    let hs = out[0].len();
+    let [da_r, da_z, da_n, dh_r, dh_z, dh_n, dh_prev] = out.map(|x| &mut x[..hs]);
+    let [r, z, n, h_n, dh, h_prev] = inp.map(|x| &x[..hs]);
+    for j in 0..hs {
+        let dn = dh[j] * (T::ONE - z[j]);
+        let dz = dh[j] * (h_prev[j] - n[j]);
+        dh_prev[j] = dh[j] * z[j];
+        da_n[j] = dn * (T::ONE - n[j] * n[j]);
+        da_r[j] = da_n[j] * h_n[j] * r[j] * (T::ONE - r[j]);
+        da_z[j] = dz * z[j] * (T::ONE - z[j]);
+        (dh_r[j], dh_z[j], dh_n[j]) = (da_r[j], da_z[j], da_n[j] * r[j]);
     }
 }
 
@@ -168,15 +192,23 @@ fn lstm_forward<T: Real>(hs: usize, gates: &mut [T], s: Step<T>) {
         let (i, rest) = gates.split_at_mut(hs);
         let (f, rest) = rest.split_at_mut(hs);
         let (g, o) = rest.split_at_mut(hs);
-        for j in 0..hs {
-            i[j] = i[j].sigmoid();
-            f[j] = f[j].sigmoid();
-            g[j] = g[j].tanh();
-            o[j] = o[j].sigmoid();
-            c[j] = f[j] * c_prev[j] + i[j] * g[j];
-            tc[j] = c[j].tanh();
-            h[j] = o[j] * tc[j];
-        }
+        lstm_forward_row([i, f, g, o, c, tc, h], c_prev);
+    }
+}
+
+#[inline(never)]
+fn lstm_forward_row<T: Real>(out: [&mut [T]; 7], c_prev: &[T]) {
+    let hs = out[0].len();
+    let [i, f, g, o, c, tc, h] = out.map(|x| &mut x[..hs]);
+    let c_prev = &c_prev[..hs];
+    for j in 0..hs {
+        i[j] = i[j].sigmoid();
+        f[j] = f[j].sigmoid();
+        g[j] = g[j].tanh();
+        o[j] = o[j].sigmoid();
+        c[j] = f[j] * c_prev[j] + i[j] * g[j];
+        tc[j] = c[j].tanh();
+        h[j] = o[j] * tc[j];
     }
 }
 
@@ -188,17 +220,28 @@ fn lstm_backward<T: Real>(hs: usize, gates: &[T], s: Saved<T>, g: Grads<T>) {
     let states = g.dc.chunks_exact_mut(hs).zip(s.c_prev.chunks_exact(hs));
     for ((gates, tc), ((da, dh), (dc, c_prev))) in rows.zip(grads.zip(states)) {
         let (i, f) = (&gates[..hs], &gates[hs..2 * hs]);
-        let (gg, o) = (&gates[2 * hs..3 * hs], &gates[3 * hs..]);
-        for j in 0..hs {
-            let d_o = dh[j] * tc[j];
-            let d_c = dc[j] + dh[j] * o[j] * (T::ONE - tc[j] * tc[j]);
-            let (d_i, d_f, d_g) = (d_c * gg[j], d_c * c_prev[j], d_c * i[j]);
-            dc[j] = d_c * f[j];
-            da[j] = d_i * i[j] * (T::ONE - i[j]);
-            da[hs + j] = d_f * f[j] * (T::ONE - f[j]);
-            da[2 * hs + j] = d_g * (T::ONE - gg[j] * gg[j]);
-            da[3 * hs + j] = d_o * o[j] * (T::ONE - o[j]);
-        }
+        let (gg, o) = (&gates[2 * hs..3 * hs], &gates[3 * hs..4 * hs]);
+        let (da_i, rest) = da.split_at_mut(hs);
+        let (da_f, rest) = rest.split_at_mut(hs);
+        let (da_g, da_o) = rest.split_at_mut(hs);
+        lstm_backward_row([da_i, da_f, da_g, da_o, dc], [i, f, gg, o, tc, dh, c_prev]);
     }
     g.dh_prev.fill(T::ZERO);
+}
+
+#[inline(never)]
+fn lstm_backward_row<T: Real>(out: [&mut [T]; 5], inp: [&[T]; 7]) {
+    let hs = out[0].len();
+    let [da_i, da_f, da_g, da_o, dc] = out.map(|x| &mut x[..hs]);
+    let [i, f, g, o, tc, dh, c_prev] = inp.map(|x| &x[..hs]);
+    for j in 0..hs {
+        let d_o = dh[j] * tc[j];
+        let d_c = dc[j] + dh[j] * o[j] * (T::ONE - tc[j] * tc[j]);
+        let (d_i, d_f, d_g) = (d_c * g[j], d_c * c_prev[j], d_c * i[j]);
+        dc[j] = d_c * f[j];
+        da_i[j] = d_i * i[j] * (T::ONE - i[j]);
+        da_f[j] = d_f * f[j] * (T::ONE - f[j]);
+        da_g[j] = d_g * (T::ONE - g[j] * g[j]);
+        da_o[j] = d_o * o[j] * (T::ONE - o[j]);
+    }
 }
