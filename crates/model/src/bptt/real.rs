@@ -92,7 +92,7 @@ impl Real for f32 {
     #[inline]
     #[allow(clippy::excessive_precision)]
     fn tanh(self) -> Self {
-        let x = self.max(-9.0).min(9.0);
+        let x = self.clamp(-9.0, 9.0);
         let x2 = x * x;
         let p = -2.76076847742355e-16_f32;
         let p = p * x2 + 2.00018790482477e-13;
@@ -116,7 +116,7 @@ impl Real for f32 {
     #[inline]
     #[allow(clippy::excessive_precision)]
     fn exp(self) -> Self {
-        let x = self.max(-87.0).min(88.0);
+        let x = self.clamp(-87.0, 88.0);
         // n = round(x / ln 2), by the 1.5 * 2^23 trick (no libm call, no branch).
         let magic = 12_582_912.0_f32;
         let n = (x * std::f32::consts::LOG2_E + magic) - magic;
