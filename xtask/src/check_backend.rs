@@ -111,8 +111,8 @@ pub fn run(args: &CheckArgs) -> Result<()> {
     } else {
         &["f32"]
     };
-    // The chapter-8 fixtures on both engines; the gated lm ones (LSTM, GRU, embeddings,
-    // tied) on the autodiff engine, the one that covers them.
+    // Every fixture on both engines: the chapter-8 ones and the gated lm ones (LSTM, GRU,
+    // embeddings, tied).
     let chapter8 = [
         "scratch_small",
         "scratch_small_clip",
@@ -127,7 +127,12 @@ pub fn run(args: &CheckArgs) -> Result<()> {
         "gru_onehot_clip",
         "rnn_relu_small",
     ]
-    .map(|c| (fixtures.join("lm").join(c), ["autodiff"].as_slice()));
+    .map(|c| {
+        (
+            fixtures.join("lm").join(c),
+            ["autodiff", "fused"].as_slice(),
+        )
+    });
     for (case, engines) in chapter8.iter().chain(&lm) {
         for dtype in dtypes {
             for engine in *engines {

@@ -141,8 +141,10 @@ fn parity_matches_the_lm_fixtures_in_f32_and_f64() {
         .collect();
     cases.sort();
     assert!(cases.len() >= 5, "{cases:?}");
+    let runs = [("f32", "1e-5", "1e-4"), ("f64", "1e-10", "1e-9")]
+        .map(|run| [(run, "autodiff"), (run, "fused")]);
     for case in &cases {
-        for (dtype, atol, rtol) in [("f32", "1e-5", "1e-4"), ("f64", "1e-10", "1e-9")] {
+        for ((dtype, atol, rtol), engine) in runs.into_iter().flatten() {
             let expected = lm.join(format!("{case}.expected.float{}.safetensors", &dtype[1..]));
             let out = ok(&[
                 "parity",
@@ -152,6 +154,8 @@ fn parity_matches_the_lm_fixtures_in_f32_and_f64() {
                 s(&dir.join(format!("{case}.{dtype}.safetensors"))),
                 "--dtype",
                 dtype,
+                "--engine",
+                engine,
                 "--expected",
                 s(&expected),
                 "--atol",
@@ -159,7 +163,7 @@ fn parity_matches_the_lm_fixtures_in_f32_and_f64() {
                 "--rtol",
                 rtol,
             ]);
-            assert!(out.contains("matches"), "{case} {dtype}: {out}");
+            assert!(out.contains("matches"), "{case} {dtype} {engine}: {out}");
         }
     }
 }

@@ -213,10 +213,13 @@ impl Run<'_> {
                 by_name.insert(b_hh[l].clone(), layer.b_hh);
             }
         }
-        let W_hq = Mat::row_major(&g.W_hq, h, v).t().to_row_major(); // [V, H]
         match (&names.W_hq, &names.embedding, g.embedding) {
             (Some(name), _, embedding) => {
-                let W_hq = if names.transposed { W_hq } else { g.W_hq };
+                let W_hq = if names.transposed {
+                    g.W_hq_T
+                } else {
+                    Mat::row_major(&g.W_hq_T, v, h).t().to_row_major()
+                };
                 by_name.insert(name.clone(), W_hq);
                 if let (Some(name), Some(grad)) = (&names.embedding, embedding) {
                     by_name.insert(name.clone(), grad);
@@ -224,7 +227,7 @@ impl Run<'_> {
             }
             // Tied: the embedding's gradient from both of its uses.
             (None, Some(name), Some(mut grad)) => {
-                grad.iter_mut().zip(&W_hq).for_each(|(a, &b)| *a += b);
+                grad.iter_mut().zip(&g.W_hq_T).for_each(|(a, &b)| *a += b);
                 by_name.insert(name.clone(), grad);
             }
             (None, ..) => unreachable!("a tied decoder has an embedding"),

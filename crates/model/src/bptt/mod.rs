@@ -88,7 +88,8 @@ pub struct LayerGrads<T> {
 pub struct Grads<T> {
     pub embedding: Option<Vec<T>>,
     pub layers: Vec<LayerGrads<T>>,
-    pub W_hq: Vec<T>,
+    /// `dW_hq^T`, `[V, H]`: PyTorch's decoder orientation, which it updates in place.
+    pub W_hq_T: Vec<T>,
     pub b_q: Vec<T>,
 }
 
@@ -107,7 +108,7 @@ impl<T: Real> Grads<T> {
                     b_hh: vec![T::ZERO; l.b_hh.len()],
                 })
                 .collect(),
-            W_hq: zeros(p.W_hq),
+            W_hq_T: zeros(p.W_hq),
             b_q: vec![T::ZERO; p.b_q.len()],
         }
     }
@@ -124,7 +125,10 @@ impl<T: Real> Grads<T> {
                 ]
             })
             .chain(self.embedding.as_mut().zip(other.embedding.as_ref()))
-            .chain([(&mut self.W_hq, &other.W_hq), (&mut self.b_q, &other.b_q)]);
+            .chain([
+                (&mut self.W_hq_T, &other.W_hq_T),
+                (&mut self.b_q, &other.b_q),
+            ]);
         for (a, b) in pairs {
             a.iter_mut().zip(b).for_each(|(a, &b)| *a += b);
         }

@@ -30,6 +30,9 @@ pub trait Real:
     fn recip(self) -> Self {
         Self::ONE / self
     }
+    fn max_of(self, other: Self) -> Self {
+        if other > self { other } else { self }
+    }
     /// `relu`.
     fn max0(self) -> Self {
         if self > Self::ZERO { self } else { Self::ZERO }

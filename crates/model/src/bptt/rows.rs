@@ -185,16 +185,10 @@ pub(super) fn run<T: Real>(
     let mut losses = vec![T::ZERO; tn];
     for (r, o) in O.chunks_exact_mut(v).enumerate() {
         let y = token(batch.Y, r);
-        let max = o
-            .iter()
-            .copied()
-            .fold(o[0], |m, x| if x > m { x } else { m });
+        let max = lanes(o, o[0], T::max_of);
         let o_y = o[y] - max;
-        let mut sum = T::ZERO;
-        for o in o.iter_mut() {
-            *o = (*o - max).exp();
-            sum += *o;
-        }
+        o.iter_mut().for_each(|o| *o = (*o - max).exp());
+        let sum = lanes(o, T::ZERO, |a, b| a + b);
         losses[r] = sum.ln() - o_y;
         // softmax - onehot(y), over the number of tokens (the loss is their mean)
         let scale = mean * sum.recip();
@@ -203,7 +197,7 @@ pub(super) fn run<T: Real>(
     }
     let dO = Mat::row_major(&O, tn, v);
     let mut grads = Grads::zeros(p);
-    matmul(&mut grads.W_hq, Mat::row_major(&X, tn, h).t(), dO, false);
+    matmul(&mut grads.W_hq_T, dO.t(), Mat::row_major(&X, tn, h), false);
     column_sums(&mut grads.b_q, &O);
     let mut dY = vec![T::ZERO; tn * h];
     matmul(&mut dY, dO, p.W_hq.t(), false);
@@ -306,4 +300,20 @@ pub(super) fn run<T: Real>(
         C: (!kept[0].C.is_empty()).then(|| kept.iter().flat_map(|k| last(&k.C)).collect()),
         grads,
     }
+}
+
+/// `x` folded by `f` from `init` (an identity of `f`) in eight interleaved lanes, then
+/// across them: the compiler keeps a float reduction in order, so one accumulator would
+/// not vectorise (a 10,000-word softmax reads every logit twice this way).
+fn lanes<T: Real>(x: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
+    let mut acc = [init; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (a, &b) in acc.iter_mut().zip(chunk) {
+            *a = f(*a, b);
+        }
+    }
+    let first = rest.iter().fold(acc[0], |a, &b| f(a, b));
+    acc[1..].iter().fold(first, |a, &b| f(a, b))
 }
