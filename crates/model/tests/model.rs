@@ -828,10 +828,23 @@ fn the_kernel_splits_batch_rows_across_threads_without_changing_results() {
         assert_eq!(one.H.len(), 2 * b * h);
         for threads in [2, 3, 8] {
             let many = forward_backward(params, &batch, threads);
-            assert_eq!(many.logits, one.logits, "{cell:?}, {threads} threads");
-            assert_eq!(many.token_losses, one.token_losses);
-            assert_eq!((&many.H, &many.C), (&one.H, &one.C));
-            let close = |a: &[f64], b: &[f64]| a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-14);
+            // The product kernel may block a product of fewer rows differently, so sums
+            // can associate differently: equal to rounding.
+            let close = |a: &[f64], b: &[f64]| {
+                a.len() == b.len() && a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-14)
+            };
+            let (logits, logits_one) = (many.logits.as_deref(), one.logits.as_deref());
+            assert!(
+                close(logits.unwrap(), logits_one.unwrap()),
+                "{cell:?}, {threads} threads"
+            );
+            assert!(close(&many.token_losses, &one.token_losses));
+            assert!(close(&many.H, &one.H));
+            assert_eq!(many.C.is_some(), one.C.is_some());
+            assert!(close(
+                many.C.as_deref().unwrap_or_default(),
+                one.C.as_deref().unwrap_or_default()
+            ));
             let (g, w) = (&many.grads, &one.grads);
             for (g, w) in g.layers.iter().zip(&w.layers) {
                 assert!(close(&g.W_ih, &w.W_ih) && close(&g.W_hh, &w.W_hh));

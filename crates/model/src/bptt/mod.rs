@@ -159,7 +159,8 @@ struct Prepared<T> {
 }
 
 /// Forward and backward over `batch` with its rows split across `threads` workers
-/// (rayon's pool). The result depends on `threads` only through the order of one sum.
+/// (rayon's pool). The result depends on `threads` only through rounding: the order of
+/// the sum over workers, and how the product kernel blocks a product of fewer rows.
 pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: usize) -> Bptt<T> {
     let (v, h, depth) = (p.W_hq.cols, p.W_hq.rows, p.layers.len());
     let (b, steps) = (batch.batch_size, batch.num_steps);

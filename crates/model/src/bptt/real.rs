@@ -37,25 +37,11 @@ pub trait Real:
     fn max0(self) -> Self {
         if self > Self::ZERO { self } else { Self::ZERO }
     }
-    /// `C = alpha A B + beta C` (`A [m, k]`, `B [k, n]`, `C [m, n]`) with element strides.
-    ///
-    /// # Safety
-    /// Every element the strides address must lie inside its allocation.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn gemm(
-        m: usize,
-        k: usize,
-        n: usize,
-        a: (*const Self, isize, isize),
-        b: (*const Self, isize, isize),
-        beta: Self,
-        c: (*mut Self, isize, isize),
-    );
 }
 
-/// What `f32` and `f64` share: constants, conversions, `ln`, and the product.
+/// What `f32` and `f64` share: constants, conversions, `ln`.
 macro_rules! real_common {
-    ($t:ty, $gemm:path) => {
+    ($t:ty) => {
         const ZERO: Self = 0.0;
         const ONE: Self = 1.0;
         fn from_f64(v: f64) -> Self {
@@ -67,27 +53,11 @@ macro_rules! real_common {
         fn ln(self) -> Self {
             <$t>::ln(self)
         }
-        unsafe fn gemm(
-            m: usize,
-            k: usize,
-            n: usize,
-            a: (*const Self, isize, isize),
-            b: (*const Self, isize, isize),
-            beta: Self,
-            c: (*mut Self, isize, isize),
-        ) {
-            // SAFETY: the caller's contract.
-            unsafe {
-                $gemm(
-                    m, k, n, 1.0, a.0, a.1, a.2, b.0, b.1, b.2, beta, c.0, c.1, c.2,
-                )
-            }
-        }
     };
 }
 
 impl Real for f32 {
-    real_common!(f32, matrixmultiply::sgemm);
+    real_common!(f32);
     /// Eigen's rational approximation (as in its `ptanh_float`): within 7 ulp of the exact
     /// value and, unlike libm's `tanhf`, vectorised by the compiler (10x faster here).
     /// Straight-line arithmetic, no branch or select, so the loops that call it vectorise;
@@ -137,7 +107,7 @@ impl Real for f32 {
 }
 
 impl Real for f64 {
-    real_common!(f64, matrixmultiply::dgemm);
+    real_common!(f64);
     fn exp(self) -> Self {
         f64::exp(self)
     }
@@ -213,18 +183,32 @@ pub fn matmul<T: Real>(c: &mut [T], a: Mat<T>, b: Mat<T>, accumulate: bool) {
         let last = (x.rows - 1) * x.rs + (x.cols - 1) * x.cs;
         assert!(last < x.data.len(), "a matrix view past its data");
     }
-    let beta = if accumulate { T::ONE } else { T::ZERO };
     let s = |v: usize| v as isize;
     // SAFETY: the asserts above keep every addressed element inside `a`, `b` and `c`.
+    // `gemm` (faer's, which Burn's flex backend multiplies with too) computes
+    // `dst = alpha dst + beta lhs rhs` with column and row strides, reading `dst` only
+    // when asked to.
     unsafe {
-        T::gemm(
+        gemm::gemm(
             m,
-            k,
             n,
-            (a.data.as_ptr(), s(a.rs), s(a.cs)),
-            (b.data.as_ptr(), s(b.rs), s(b.cs)),
-            beta,
-            (c.as_mut_ptr(), s(n), 1),
+            k,
+            c.as_mut_ptr(),
+            1,
+            s(n),
+            accumulate,
+            a.data.as_ptr(),
+            s(a.cs),
+            s(a.rs),
+            b.data.as_ptr(),
+            s(b.cs),
+            s(b.rs),
+            T::ONE,
+            T::ONE,
+            false,
+            false,
+            false,
+            gemm::Parallelism::None,
         )
     }
 }
