@@ -113,6 +113,15 @@ impl<T: Real> Grads<T> {
         }
     }
 
+    fn empty() -> Self {
+        Self {
+            embedding: None,
+            layers: Vec::new(),
+            W_hq_T: Vec::new(),
+            b_q: Vec::new(),
+        }
+    }
+
     fn add(&mut self, other: &Self) {
         let layers = self.layers.iter_mut().zip(&other.layers);
         let pairs = layers
@@ -205,17 +214,20 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
     let mean = T::from_f64(1.0 / (b * steps).max(1) as f64);
     let chunks = threads.clamp(1, b.max(1));
     let bounds = |c: usize| c * b / chunks;
-    let parts: Vec<rows::Part<T>> = (0..chunks)
+    let mut parts: Vec<rows::Part<T>> = (0..chunks)
         .into_par_iter()
         .map(|c| rows::run(&p, &prepared, batch, bounds(c)..bounds(c + 1), mean))
         .collect();
+    // The first worker's gradients become the sum (the embedding's and decoder's are
+    // `[V, H]` each: no third copy to zero and add into).
+    let mut grads = std::mem::replace(&mut parts[0].grads, Grads::empty());
 
     let mut out = Bptt {
         logits: batch.keep_logits.then(|| vec![T::ZERO; steps * b * v]),
         token_losses: vec![T::ZERO; steps * b],
         H: vec![T::ZERO; state_len],
         C: p.cell.has_cell_state().then(|| vec![T::ZERO; state_len]),
-        grads: Grads::zeros(&p),
+        grads: Grads::empty(),
     };
     for (c, part) in parts.iter().enumerate() {
         let (lo, n) = (bounds(c), bounds(c + 1) - bounds(c));
@@ -235,8 +247,11 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
                 all[at..at + n * h].copy_from_slice(&c[mine]);
             }
         }
-        out.grads.add(&part.grads);
+        if c > 0 {
+            grads.add(&part.grads);
+        }
     }
+    out.grads = grads;
     out
 }
 
