@@ -92,7 +92,8 @@ impl Real for f32 {
         let x = self.clamp(-87.0, 88.0);
         // n = round(x / ln 2), by the 1.5 * 2^23 trick (no libm call, no branch).
         let magic = 12_582_912.0_f32;
-        let n = (x * std::f32::consts::LOG2_E + magic) - magic;
+        let t = x * std::f32::consts::LOG2_E + magic;
+        let n = t - magic;
         let r = x - n * 0.693_359_375 - n * -2.121_944_4e-4;
         let p = 1.987_569_15e-4_f32;
         let p = p * r + 1.398_199_95e-3;
@@ -101,7 +102,9 @@ impl Real for f32 {
         let p = p * r + 1.666_666_5e-1;
         let p = p * r + 5.000_000_1e-1;
         let e_r = p * r * r + r + 1.0;
-        let scale = f32::from_bits((((n as i32) + 127) as u32) << 23);
+        // 2^n from the bits of `t = 1.5 * 2^23 + n`, whose low bits hold n: integer
+        // arithmetic that vectorises, where a float-to-int cast would not.
+        let scale = f32::from_bits(t.to_bits().wrapping_sub(0x4B40_0000 - 127) << 23);
         e_r * scale
     }
 }
