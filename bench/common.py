@@ -1,5 +1,5 @@
 """What the PyTorch bench sides share: the command line (a TOML config, `--set`
-overrides, threads, data directory), the seeds, and the loop that trains one epoch per
+overrides, threads, device, data directory), the seeds, and the loop that trains one epoch per
 line read on stdin (`--worker`) and prints one JSON line per epoch."""
 
 import argparse
@@ -21,8 +21,12 @@ def setup():
     ap.add_argument("--set", action="append", default=[], help="section.key=value (JSON values)")
     ap.add_argument("--data-dir", default=os.environ.get("RNNLM_DATA_DIR", "../shared/datasets"))
     ap.add_argument("--worker", action="store_true", help="run one epoch per line on stdin")
+    ap.add_argument("--device", default="cpu", help="cpu, cuda or cuda:N (as the book's `device`)")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
+    # Every tensor and module the scripts make lands on the device, as the book's
+    # `try_gpu()` puts them there.
+    torch.set_default_device(args.device)
     with open(args.config, "rb") as f:
         cfg = tomllib.load(f)
     for kv in args.set:

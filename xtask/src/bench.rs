@@ -43,12 +43,15 @@ pub struct BenchArgs {
     /// Config overrides for both sides: --set model.num_hiddens=256.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     pub set: Vec<String>,
-    /// rnnlm's backend (the PyTorch side runs on the CPU).
+    /// rnnlm's backend (the PyTorch side runs on `--pytorch-device`).
     #[arg(long, value_enum, default_value = "flex")]
     pub backend: Backend,
     /// GPU index for wgpu, tch and cuda.
     #[arg(long)]
     pub device: Option<usize>,
+    /// Where the PyTorch side trains: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub pytorch_device: String,
 }
 
 #[derive(Debug, Args)]
@@ -277,7 +280,8 @@ fn compare(args: &BenchArgs, overrides: &[String]) -> Result<serde_json::Value> 
         )
         .arg("--config")
         .arg(&args.config)
-        .args(["--worker", "--threads", &args.threads.to_string()]);
+        .args(["--worker", "--threads", &args.threads.to_string()])
+        .args(["--device", &args.pytorch_device]);
         for o in overrides {
             py.args(["--set", o]);
         }
@@ -307,17 +311,20 @@ fn compare(args: &BenchArgs, overrides: &[String]) -> Result<serde_json::Value> 
     let rows = (t * b).div_ceil(args.threads);
     let (_, decoder_peak) = matmul_flops(rows, h, v, args.threads, &device);
     println!(
-        "\n{} (H={}, B={}, T={}), {} epochs, {} thread(s); first epoch left out",
+        "\n{} (H={}, B={}, T={}), {} epochs, {} thread(s), rnnlm on {:?}, PyTorch on {}; first epoch left out",
         args.config.display(),
         config.model.num_hiddens,
         config.train.batch_size,
         config.train.num_steps,
         args.epochs,
-        args.threads
+        args.threads,
+        args.backend,
+        args.pytorch_device
     );
     println!("| side | median tokens/s | p10 | p90 | peak RSS MiB | training GFLOP/s |");
     println!("| --- | --- | --- | --- | --- | --- |");
     let mut out = json!({"config": args.config, "overrides": overrides, "epochs": args.epochs, "threads": args.threads,
+        "backend": format!("{:?}", args.backend).to_lowercase(), "pytorch_device": args.pytorch_device,
         "flops_per_token": per_token, "matmul_flops": peak,
         "matmul_flops_burn": burn_peak, "matmul_flops_kernel": kernel_peak, "decoder_flops": decoder_peak});
     for (name, s, rss) in &results {
