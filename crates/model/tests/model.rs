@@ -698,6 +698,8 @@ fn fused_engine_equals_autodiff_for_every_model_it_covers() {
         &device,
     );
     let cut_and_reweighted = [1.0, 1.0 / 0.7, 0.0, 1.0 / 0.7, 1.0];
+    // Each fused call after the first runs on buffers an earlier one (of this model or
+    // another shape) gave back to the pool (`bptt/pool.rs`).
     for (i, config) in configs.iter().enumerate() {
         let (_, named) = random_model(config, 20 + i as u64, 0.9, &device);
         let fresh = || Model::from_named(config, &named, &device).unwrap();

@@ -20,6 +20,7 @@
 //! both are checked against the PyTorch fixtures and each other.
 
 mod cells;
+mod pool;
 mod real;
 mod rows;
 
@@ -216,7 +217,10 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
     let bounds = |c: usize| c * b / chunks;
     let mut parts: Vec<rows::Part<T>> = (0..chunks)
         .into_par_iter()
-        .map(|c| rows::run(&p, &prepared, batch, bounds(c)..bounds(c + 1), mean))
+        .map(|c| {
+            let rows = bounds(c)..bounds(c + 1);
+            pool::with_pool(|pool| rows::run(&p, &prepared, batch, rows, mean, pool))
+        })
         .collect();
     // The first worker's gradients become the sum (the embedding's and decoder's are
     // `[V, H]` each: no third copy to zero and add into).

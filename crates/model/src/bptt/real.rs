@@ -1,6 +1,9 @@
 //! The element types the host kernel runs in, and a strided matrix view over host memory.
 
+use std::cell::RefCell;
 use std::ops::{Add, AddAssign, Div, Mul, Sub};
+
+use super::pool::{Pool, PoolKey};
 
 /// `f32` or `f64`: what the kernel needs of a number.
 pub trait Real:
@@ -23,6 +26,8 @@ pub trait Real:
     fn exp(self) -> Self;
     fn ln(self) -> Self;
     fn tanh(self) -> Self;
+    /// This thread's buffer pool for the type (`pool.rs`).
+    fn pool() -> PoolKey<Self>;
     /// `1 / (1 + e^-x)` as `(1 + tanh(x / 2)) / 2`, the autodiff engine's formula.
     fn sigmoid(self) -> Self {
         Self::from_f64(0.5) * (self * Self::from_f64(0.5)).tanh() + Self::from_f64(0.5)
@@ -52,6 +57,10 @@ macro_rules! real_common {
         }
         fn ln(self) -> Self {
             <$t>::ln(self)
+        }
+        fn pool() -> PoolKey<Self> {
+            thread_local!(static POOL: RefCell<Pool<$t>> = RefCell::default());
+            &POOL
         }
     };
 }

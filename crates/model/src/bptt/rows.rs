@@ -4,6 +4,7 @@
 use std::ops::Range;
 
 use super::cells::{Grads as StepGrads, Saved, Step};
+use super::pool::Pool;
 use super::{Grads, Mat, Minibatch, Params, Prepared, Real, column_sums, matmul};
 
 pub(super) struct Part<T> {
@@ -28,18 +29,27 @@ struct Kept<T> {
     E: Vec<T>,
 }
 
+impl<T> Kept<T> {
+    fn buffers(self) -> [Vec<T>; 5] {
+        [self.X, self.G, self.H, self.C, self.E]
+    }
+}
+
 /// The rows of `m` (`[T*B, width]`, global order) that this worker reads, in local order.
 fn local_rows<T: Real>(
+    pool: &mut Pool<T>,
     m: &[T],
     width: usize,
     batch: usize,
     range: &Range<usize>,
     steps: usize,
 ) -> Vec<T> {
-    (0..steps)
-        .flat_map(|t| &m[(t * batch + range.start) * width..(t * batch + range.end) * width])
-        .copied()
-        .collect()
+    let block = range.len() * width;
+    let mut rows = pool.any(steps * block);
+    for (t, to) in rows.chunks_exact_mut(block.max(1)).enumerate() {
+        to.copy_from_slice(&m[(t * batch + range.start) * width..(t * batch + range.end) * width]);
+    }
+    rows
 }
 
 fn times<T: Real>(x: &mut [T], mask: Option<&Vec<T>>) {
@@ -54,6 +64,7 @@ pub(super) fn run<T: Real>(
     batch: &Minibatch<T>,
     range: Range<usize>,
     mean: T,
+    pool: &mut Pool<T>,
 ) -> Part<T> {
     let (v, h, steps, cell) = (p.W_hq.cols, p.W_hq.rows, batch.num_steps, p.cell);
     let (gh, depth) = (cell.gates() * h, p.layers.len());
@@ -61,7 +72,7 @@ pub(super) fn run<T: Real>(
     let token = |ids: &[usize], r: usize| ids[(lo + r % n) * steps + r / n];
     let block = n * h; // one step's [n, H]
     let tn = steps * n; // rows over all steps
-    let masks = |l: usize| -> Option<Vec<T>> {
+    let mut masks = |l: usize| -> Option<Vec<T>> {
         let m = batch.masks?;
         let width = if l == 0 { p.embedding?.cols } else { h };
         let mask = if l == depth {
@@ -69,17 +80,19 @@ pub(super) fn run<T: Real>(
         } else {
             m.inputs[l].as_ref()
         };
-        mask.map(|mask| local_rows(mask, width, batch.batch_size, &range, steps))
+        mask.map(|mask| local_rows(pool, mask, width, batch.batch_size, &range, steps))
     };
-    let masks: Vec<Option<Vec<T>>> = (0..=depth).map(masks).collect();
+    let masks: Vec<Option<Vec<T>>> = (0..=depth).map(&mut masks).collect();
 
     // Forward, layer by layer.
     let mut X = match p.embedding {
         Some(E) => {
-            let mut X = Vec::with_capacity(tn * E.cols);
-            for r in 0..tn {
+            let mut X = pool.any(tn * E.cols);
+            for (r, row) in X.chunks_exact_mut(E.cols).enumerate() {
                 let x = token(batch.X, r);
-                X.extend((0..E.cols).map(|j| E.at(x, j)));
+                row.iter_mut()
+                    .enumerate()
+                    .for_each(|(j, e)| *e = E.at(x, j));
             }
             times(&mut X, masks[0].as_ref());
             X
@@ -89,7 +102,7 @@ pub(super) fn run<T: Real>(
     let mut kept: Vec<Kept<T>> = Vec::with_capacity(depth);
     for (l, (layer, w)) in p.layers.iter().zip(prepared).enumerate() {
         // Every step's input projection first; the recurrence adds `H_{t-1} W_hh`.
-        let mut G = vec![T::ZERO; tn * gh];
+        let mut G = pool.any(tn * gh);
         if X.is_empty() {
             for (r, row) in G.chunks_exact_mut(gh).enumerate() {
                 let x = token(batch.X, r);
@@ -112,22 +125,20 @@ pub(super) fn run<T: Real>(
             }
         }
         let state = (l * batch.batch_size + lo) * h;
-        let initial = |s: &[T]| s[state..state + block].to_vec();
-        let mut H = vec![T::ZERO; (steps + 1) * block];
-        H[..block].copy_from_slice(&batch.H0[state..state + block]);
-        let mut C = match batch.C0 {
-            Some(C0) => [initial(C0), vec![T::ZERO; steps * block]].concat(),
-            None => Vec::new(),
+        // The state entering the minibatch, then every step's (the cells write each).
+        let mut entering = |s: &[T]| {
+            let mut all = pool.any((steps + 1) * block);
+            all[..block].copy_from_slice(&s[state..state + block]);
+            all
         };
-        let mut E = vec![T::ZERO; if cell.has_extra() { tn * h } else { 0 }];
-        let mut gh_t = vec![
-            T::ZERO;
-            if cell.separate_hidden_gates() {
-                n * gh
-            } else {
-                0
-            }
-        ];
+        let mut H = entering(batch.H0);
+        let mut C = batch.C0.map_or_else(Vec::new, entering);
+        let mut E = pool.zeros(if cell.has_extra() { tn * h } else { 0 });
+        let mut gh_t = pool.any(if cell.separate_hidden_gates() {
+            n * gh
+        } else {
+            0
+        });
         let W_hh = Mat::row_major(&w.W_hh, h, gh);
         for t in 0..steps {
             let G_t = &mut G[t * n * gh..(t + 1) * n * gh];
@@ -160,7 +171,8 @@ pub(super) fn run<T: Real>(
             };
             cell.forward(h, G_t, &gh_t, step);
         }
-        let mut next = H[block..].to_vec();
+        pool.give(gh_t);
+        let mut next = pool.copy(&H[block..]);
         if l + 1 < depth {
             times(&mut next, masks[l + 1].as_ref());
         }
@@ -177,7 +189,7 @@ pub(super) fn run<T: Real>(
 
     // O = X W_hq + b_q over all steps at once; softmax cross-entropy; dO of the mean,
     // in the same buffer.
-    let mut O = vec![T::ZERO; tn * v];
+    let mut O = pool.any(tn * v);
     O.chunks_exact_mut(v)
         .for_each(|row| row.copy_from_slice(p.b_q));
     matmul(&mut O, Mat::row_major(&X, tn, h), p.W_hq, true);
@@ -199,21 +211,21 @@ pub(super) fn run<T: Real>(
     let mut grads = Grads::zeros(p);
     matmul(&mut grads.W_hq_T, dO.t(), Mat::row_major(&X, tn, h), false);
     column_sums(&mut grads.b_q, &O);
-    let mut dY = vec![T::ZERO; tn * h];
+    let mut dY = pool.any(tn * h);
     matmul(&mut dY, dO, p.W_hq.t(), false);
     times(&mut dY, masks[depth].as_ref());
-    drop(O);
+    pool.give(O);
 
     // Backward, layer by layer from the top: `dY` is the gradient reaching the layer's
     // outputs from above; the recurrence adds what reaches them from the next step.
     let separate = cell.separate_hidden_gates();
     for l in (0..depth).rev() {
         let (k, w, g) = (&kept[l], &prepared[l], &mut grads.layers[l]);
-        let mut dG = vec![T::ZERO; tn * gh];
-        let mut dGH = vec![T::ZERO; if separate { tn * gh } else { 0 }];
-        let mut dh_next = vec![T::ZERO; block];
-        let mut dc = vec![T::ZERO; if k.C.is_empty() { 0 } else { block }];
-        let mut dh = vec![T::ZERO; block];
+        let mut dG = pool.zeros(tn * gh);
+        let mut dGH = pool.zeros(if separate { tn * gh } else { 0 });
+        let mut dh_next = pool.zeros(block);
+        let mut dc = pool.zeros(if k.C.is_empty() { 0 } else { block });
+        let mut dh = pool.any(block);
         let W_hh_T = Mat::row_major(&w.W_hh_T, gh, h);
         for t in (0..steps).rev() {
             let rows = t * block..(t + 1) * block;
@@ -263,10 +275,15 @@ pub(super) fn run<T: Real>(
                     .for_each(|d| *d = *d * s);
             }
         }
-        let dGH = if separate { &dGH } else { &dG };
+        let dGH_or_dG = if separate { &dGH } else { &dG };
         let H_prev = Mat::row_major(&k.H[..tn * h], tn, h);
-        matmul(&mut g.W_hh, H_prev.t(), Mat::row_major(dGH, tn, gh), false);
-        column_sums(&mut g.b_hh, dGH);
+        matmul(
+            &mut g.W_hh,
+            H_prev.t(),
+            Mat::row_major(dGH_or_dG, tn, gh),
+            false,
+        );
+        column_sums(&mut g.b_hh, dGH_or_dG);
         column_sums(&mut g.b_ih, &dG);
         if k.X.is_empty() {
             for (r, d) in dG.chunks_exact(gh).enumerate() {
@@ -274,32 +291,40 @@ pub(super) fn run<T: Real>(
                 let row = &mut g.W_ih[x * gh..(x + 1) * gh];
                 row.iter_mut().zip(d).for_each(|(g, &d)| *g += d);
             }
-            continue;
-        }
-        let dG = Mat::row_major(&dG, tn, gh);
-        let width = k.X.len() / tn;
-        matmul(&mut g.W_ih, Mat::row_major(&k.X, tn, width).t(), dG, false);
-        let mut dX = vec![T::ZERO; tn * width];
-        matmul(&mut dX, dG, Mat::row_major(&w.W_ih_T, gh, width), false);
-        times(&mut dX, masks[l].as_ref());
-        if l > 0 {
-            dY = dX;
-        } else if let Some(dE) = &mut grads.embedding {
-            for (r, d) in dX.chunks_exact(width).enumerate() {
-                let x = token(batch.X, r);
-                let row = &mut dE[x * width..(x + 1) * width];
-                row.iter_mut().zip(d).for_each(|(e, &d)| *e += d);
+        } else {
+            let dG = Mat::row_major(&dG, tn, gh);
+            let width = k.X.len() / tn;
+            matmul(&mut g.W_ih, Mat::row_major(&k.X, tn, width).t(), dG, false);
+            let mut dX = pool.any(tn * width);
+            matmul(&mut dX, dG, Mat::row_major(&w.W_ih_T, gh, width), false);
+            times(&mut dX, masks[l].as_ref());
+            if l > 0 {
+                dX = std::mem::replace(&mut dY, dX);
+            } else if let Some(dE) = &mut grads.embedding {
+                for (r, d) in dX.chunks_exact(width).enumerate() {
+                    let x = token(batch.X, r);
+                    let row = &mut dE[x * width..(x + 1) * width];
+                    row.iter_mut().zip(d).for_each(|(e, &d)| *e += d);
+                }
             }
+            pool.give(dX);
         }
+        [dG, dGH, dh_next, dc, dh]
+            .into_iter()
+            .for_each(|b| pool.give(b));
     }
     let last = |s: &[T]| s[steps * block..].to_vec();
-    Part {
+    let part = Part {
         logits,
         losses,
         H: kept.iter().flat_map(|k| last(&k.H)).collect(),
         C: (!kept[0].C.is_empty()).then(|| kept.iter().flat_map(|k| last(&k.C)).collect()),
         grads,
-    }
+    };
+    let kept = kept.into_iter().flat_map(Kept::buffers);
+    let masks = masks.into_iter().flatten();
+    kept.chain(masks).chain([X, dY]).for_each(|b| pool.give(b));
+    part
 }
 
 /// `x` folded by `f` from `init` (an identity of `f`) in eight interleaved lanes, then
