@@ -5,7 +5,8 @@ use std::path::{Path, PathBuf};
 
 use crate::fetch::{unzip_member, utf8};
 use crate::{
-    Cleaning, DataDirs, DataError, TokenKind, Vocab, VocabOver, dataset, fetch_dataset, text_tokens,
+    Cleaning, DataDirs, DataError, Interner, TokenKind, Vocab, VocabOver, dataset, fetch_dataset,
+    text_token_ids,
 };
 
 /// Where the text comes from.
@@ -175,7 +176,8 @@ pub fn load_corpus_with(
     dirs: &DataDirs,
 ) -> Result<Corpus, DataError> {
     let (texts, cleaning, vocab_over) = source.read(dirs)?;
-    let tokens = |text: &str| text_tokens(text, cleaning, opts.token, opts.eos);
+    let mut interner = Interner::default();
+    let mut ids = |text: &str| text_token_ids(text, cleaning, opts.token, opts.eos, &mut interner);
     let keep = |n: usize| {
         if opts.max_tokens > 0 {
             n.min(opts.max_tokens)
@@ -183,22 +185,24 @@ pub fn load_corpus_with(
             n
         }
     };
-    let (train, valid, test, all) = match texts {
-        Texts::Split([train, valid, test]) => {
-            let mut train = tokens(&train);
-            train.truncate(keep(train.len()));
-            (train, tokens(&valid), tokens(&test), None)
+    let split: [Vec<u32>; 3];
+    let (all, [train, valid, test]) = match texts {
+        Texts::Split(texts) => {
+            split = texts.map(|text| ids(&text));
+            let [train, valid, test] = &split;
+            (None, [&train[..keep(train.len())], &valid[..], &test[..]])
         }
         Texts::One(text) => {
-            let all = tokens(&text);
-            let mut kept = all.clone();
-            kept.truncate(keep(kept.len()));
-            let n = kept.len();
+            let all = ids(&text);
+            let n = keep(all.len());
             let test_at = tail_start(n, opts.test_fraction);
             let valid_at = tail_start(n, opts.valid_fraction + opts.test_fraction);
-            let test = kept.split_off(test_at);
-            let valid = kept.split_off(valid_at);
-            (kept, valid, test, Some(all))
+            split = [all, Vec::new(), Vec::new()];
+            let all = &split[0];
+            (
+                Some(&all[..]),
+                [&all[..valid_at], &all[valid_at..test_at], &all[test_at..n]],
+            )
         }
     };
     if train.is_empty() {
@@ -207,12 +211,19 @@ pub fn load_corpus_with(
         });
     }
     let held_out = !valid.is_empty() || !test.is_empty();
-    let vocab_tokens = match (held_out, vocab_over, &all) {
+    let vocab_ids = match (held_out, vocab_over, all) {
         (false, VocabOver::All, Some(all)) => all,
-        _ => &train,
+        _ => train,
     };
-    let vocab = Vocab::new(vocab_tokens.iter().map(String::as_str), opts.min_freq, &[]);
-    let to_indices = |t: &[String]| -> Vec<usize> { t.iter().map(|t| vocab.index(t)).collect() };
+    let vocab = Vocab::new(
+        vocab_ids.iter().map(|&id| interner.token(id)),
+        opts.min_freq,
+        &[],
+    );
+    // Each distinct token's index once, then a table lookup per token.
+    let index: Vec<usize> = (interner.tokens().iter()).map(|t| vocab.index(t)).collect();
+    let to_indices =
+        |ids: &[u32]| -> Vec<usize> { ids.iter().map(|&id| index[id as usize]).collect() };
     Ok(Corpus {
         indices: to_indices(&train),
         valid: to_indices(&valid),

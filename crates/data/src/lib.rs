@@ -23,5 +23,5 @@ pub use ngram::{NgramCounts, NgramModel, count_ngrams};
 pub use registry::{Cleaning, DatasetSpec, SplitMembers, VocabOver, dataset, dataset_names};
 pub use sampler::{Batch, Sampler, epoch_batches};
 pub use sine::{autoregressive_features, sine_series, standard_normal};
-pub use text::{EOS, TokenKind, clean_lines, text_tokens, tokenize};
+pub use text::{EOS, Interner, TokenKind, clean_lines, text_token_ids, text_tokens, tokenize};
 pub use vocab::Vocab;

@@ -1,5 +1,7 @@
 //! Text cleaning (`read_time_machine`) and tokenization (`tokenize`), book section 8.2.
 
+use std::collections::HashMap;
+
 use serde::{Deserialize, Serialize};
 
 use crate::{Cleaning, DataError};
@@ -41,22 +43,75 @@ pub fn clean_lines(text: &str, cleaning: Cleaning) -> Vec<String> {
     }
 }
 
-/// A text as one token sequence: its cleaned lines tokenized and concatenated (the book).
-/// With `Lines` cleaning, characters include every line break (char-rnn, nanoGPT); with
-/// `eos`, each line's words are followed by `<eos>` (word_language_model).
-pub fn text_tokens(text: &str, cleaning: Cleaning, kind: TokenKind, eos: bool) -> Vec<String> {
-    if cleaning == Cleaning::Lines && kind == TokenKind::Char {
-        return text.chars().map(String::from).collect();
+/// Distinct tokens numbered in order of first appearance: a corpus of a million tokens
+/// is held as a million `u32`s rather than a million `String`s (which took 30-40 bytes
+/// each and set a training run's peak memory).
+#[derive(Debug, Default)]
+pub struct Interner {
+    ids: HashMap<String, u32>,
+    tokens: Vec<String>,
+}
+
+impl Interner {
+    pub fn id(&mut self, token: &str) -> u32 {
+        if let Some(&id) = self.ids.get(token) {
+            return id;
+        }
+        let id = u32::try_from(self.tokens.len()).expect("fewer than 2^32 distinct tokens");
+        self.ids.insert(token.to_string(), id);
+        self.tokens.push(token.to_string());
+        id
     }
-    let lines = clean_lines(text, cleaning);
+
+    pub fn token(&self, id: u32) -> &str {
+        &self.tokens[id as usize]
+    }
+
+    /// Every distinct token, by id.
+    pub fn tokens(&self) -> &[String] {
+        &self.tokens
+    }
+}
+
+/// A text as one token sequence: its cleaned lines tokenized and concatenated (the book),
+/// as ids of `interner`. With `Lines` cleaning, characters include every line break
+/// (char-rnn, nanoGPT); with `eos`, each line's words are followed by `<eos>`
+/// (word_language_model).
+pub fn text_token_ids(
+    text: &str,
+    cleaning: Cleaning,
+    kind: TokenKind,
+    eos: bool,
+    interner: &mut Interner,
+) -> Vec<u32> {
+    fn char_ids(line: &str, interner: &mut Interner, out: &mut Vec<u32>) {
+        let mut buf = [0u8; 4];
+        out.extend(line.chars().map(|c| interner.id(c.encode_utf8(&mut buf))));
+    }
     let mut out = Vec::new();
-    for line in tokenize(&lines, kind) {
-        out.extend(line);
+    if cleaning == Cleaning::Lines && kind == TokenKind::Char {
+        char_ids(text, interner, &mut out);
+        return out;
+    }
+    for line in clean_lines(text, cleaning) {
+        match kind {
+            TokenKind::Char => char_ids(&line, interner, &mut out),
+            TokenKind::Word => out.extend(line.split_whitespace().map(|w| interner.id(w))),
+        }
         if eos {
-            out.push(EOS.to_string());
+            out.push(interner.id(EOS));
         }
     }
     out
+}
+
+/// `text_token_ids` as strings.
+pub fn text_tokens(text: &str, cleaning: Cleaning, kind: TokenKind, eos: bool) -> Vec<String> {
+    let mut interner = Interner::default();
+    let ids = text_token_ids(text, cleaning, kind, eos, &mut interner);
+    ids.iter()
+        .map(|&id| interner.token(id).to_string())
+        .collect()
 }
 
 fn clean_letters(line: &str) -> String {
