@@ -225,9 +225,9 @@ pub fn load_corpus_with(
     let to_indices =
         |ids: &[u32]| -> Vec<usize> { ids.iter().map(|&id| index[id as usize]).collect() };
     Ok(Corpus {
-        indices: to_indices(&train),
-        valid: to_indices(&valid),
-        test: to_indices(&test),
+        indices: to_indices(train),
+        valid: to_indices(valid),
+        test: to_indices(test),
         vocab,
         token: opts.token,
     })
