@@ -35,26 +35,22 @@ impl<T> Kept<T> {
     }
 }
 
-/// The rows of `m` (`[T*B, width]`, global order) that this worker reads, in local order.
-fn local_rows<T: Real>(
-    pool: &mut Pool<T>,
-    m: &[T],
-    width: usize,
+/// `x *= mask` for this worker's rows: `x` is `[steps*n, width]` in local order, the mask
+/// `[steps*B, width]` in global order (read in place: a copy per worker cost as much
+/// memory as the masks themselves).
+fn times<T: Real>(
+    x: &mut [T],
+    mask: Option<&[T]>,
+    steps: usize,
     batch: usize,
     range: &Range<usize>,
-    steps: usize,
-) -> Vec<T> {
-    let block = range.len() * width;
-    let mut rows = pool.any(steps * block);
-    for (t, to) in rows.chunks_exact_mut(block.max(1)).enumerate() {
-        to.copy_from_slice(&m[(t * batch + range.start) * width..(t * batch + range.end) * width]);
-    }
-    rows
-}
-
-fn times<T: Real>(x: &mut [T], mask: Option<&Vec<T>>) {
-    if let Some(mask) = mask {
-        x.iter_mut().zip(mask).for_each(|(x, &m)| *x = *x * m);
+) {
+    let Some(mask) = mask else { return };
+    let block = x.len() / steps.max(1); // one step's rows
+    let width = block / range.len().max(1);
+    for (t, x) in x.chunks_exact_mut(block.max(1)).enumerate() {
+        let m = &mask[(t * batch + range.start) * width..][..block];
+        x.iter_mut().zip(m).for_each(|(x, &m)| *x = *x * m);
     }
 }
 
@@ -72,17 +68,16 @@ pub(super) fn run<T: Real>(
     let token = |ids: &[usize], r: usize| ids[(lo + r % n) * steps + r / n];
     let block = n * h; // one step's [n, H]
     let tn = steps * n; // rows over all steps
-    let mut masks = |l: usize| -> Option<Vec<T>> {
+    // Layer `l`'s input mask, and the output's at `depth`.
+    let mask = |l: usize| -> Option<&[T]> {
         let m = batch.masks?;
-        let width = if l == 0 { p.embedding?.cols } else { h };
-        let mask = if l == depth {
+        if l == depth {
             Some(&m.output)
         } else {
-            m.inputs[l].as_ref()
-        };
-        mask.map(|mask| local_rows(pool, mask, width, batch.batch_size, &range, steps))
+            m.inputs[l].as_deref()
+        }
     };
-    let masks: Vec<Option<Vec<T>>> = (0..=depth).map(&mut masks).collect();
+    let times = |x: &mut [T], l: usize| times(x, mask(l), steps, batch.batch_size, &range);
 
     // Forward, layer by layer.
     let mut X = match p.embedding {
@@ -94,7 +89,7 @@ pub(super) fn run<T: Real>(
                     .enumerate()
                     .for_each(|(j, e)| *e = E.at(x, j));
             }
-            times(&mut X, masks[0].as_ref());
+            times(&mut X, 0);
             X
         }
         None => Vec::new(),
@@ -174,7 +169,7 @@ pub(super) fn run<T: Real>(
         pool.give(gh_t);
         let mut next = pool.copy(&H[block..]);
         if l + 1 < depth {
-            times(&mut next, masks[l + 1].as_ref());
+            times(&mut next, l + 1);
         }
         kept.push(Kept {
             X: std::mem::replace(&mut X, next),
@@ -185,7 +180,7 @@ pub(super) fn run<T: Real>(
         });
     }
     // `X` is now the decoder's input: the last layer's outputs after dropout.
-    times(&mut X, masks[depth].as_ref());
+    times(&mut X, depth);
 
     // O = X W_hq + b_q over all steps at once; softmax cross-entropy; dO of the mean,
     // in the same buffer.
@@ -213,7 +208,7 @@ pub(super) fn run<T: Real>(
     column_sums(&mut grads.b_q, &O);
     let mut dY = pool.any(tn * h);
     matmul(&mut dY, dO, p.W_hq.t(), false);
-    times(&mut dY, masks[depth].as_ref());
+    times(&mut dY, depth);
     pool.give(O);
 
     // Backward, layer by layer from the top: `dY` is the gradient reaching the layer's
@@ -297,7 +292,7 @@ pub(super) fn run<T: Real>(
             matmul(&mut g.W_ih, Mat::row_major(&k.X, tn, width).t(), dG, false);
             let mut dX = pool.any(tn * width);
             matmul(&mut dX, dG, Mat::row_major(&w.W_ih_T, gh, width), false);
-            times(&mut dX, masks[l].as_ref());
+            times(&mut dX, l);
             if l > 0 {
                 dX = std::mem::replace(&mut dY, dX);
             } else if let Some(dE) = &mut grads.embedding {
@@ -322,8 +317,7 @@ pub(super) fn run<T: Real>(
         grads,
     };
     let kept = kept.into_iter().flat_map(Kept::buffers);
-    let masks = masks.into_iter().flatten();
-    kept.chain(masks).chain([X, dY]).for_each(|b| pool.give(b));
+    kept.chain([X, dY]).for_each(|b| pool.give(b));
     part
 }
 
