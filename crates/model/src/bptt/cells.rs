@@ -7,7 +7,8 @@
 //! `h_{t-1} W_hh^T + b_hh` for RNN and LSTM; the GRU gets that second part as `gh`
 //! because its `n` gate resets it. `forward` leaves the activated gates in `gates`.
 //! `backward` turns the gradient `dh` reaching `h_t` (and `dc`, reaching `c_t` from the
-//! step after) into `dg`, the gradient at the pre-activations `x W_ih^T + b_ih`, and `dgh`
+//! step after) into `dg`, the gradient at the pre-activations `x W_ih^T + b_ih`, written
+//! over the activated gates it no longer needs (one `[T*n, G*H]` buffer less), and `dgh`
 //! at `h W_hh^T + b_hh` (the same as `dg` except for the GRU), and writes into `dh_prev`
 //! the part of the gradient reaching `h_{t-1}` that is not `dgh W_hh` (GRU: `dh * z`).
 
@@ -82,7 +83,6 @@ pub struct Grads<'a, T> {
     pub dh: &'a [T],
     /// In: `dL/dc_t` from the step after; out: `dL/dc_{t-1}`. Empty but for the LSTM.
     pub dc: &'a mut [T],
-    pub dg: &'a mut [T],
     /// The GRU's own `dgh`; empty for the others (their `dgh` is `dg`).
     pub dgh: &'a mut [T],
     pub dh_prev: &'a mut [T],
@@ -119,9 +119,10 @@ impl Cell {
         }
     }
 
-    pub fn backward<T: Real>(self, hs: usize, gates: &[T], s: Saved<T>, g: Grads<T>) {
+    /// `gates`: in, the activated gates `forward` left; out, `dg`.
+    pub fn backward<T: Real>(self, hs: usize, gates: &mut [T], s: Saved<T>, g: Grads<T>) {
         match self {
-            Self::Rnn { relu } => rnn_backward(relu, s, g),
+            Self::Rnn { relu } => rnn_backward(relu, gates, s, g),
             Self::Gru => gru_backward(hs, gates, s, g),
             Self::Lstm => lstm_backward(hs, gates, s, g),
         }
@@ -136,8 +137,8 @@ fn rnn_forward<T: Real>(relu: bool, a: &mut [T], s: Step<T>) {
 }
 
 // da_t = dh_t * (1 - h_t^2) (relu: * [h_t > 0]).
-fn rnn_backward<T: Real>(relu: bool, s: Saved<T>, g: Grads<T>) {
-    for ((da, &dh), &h) in g.dg.iter_mut().zip(g.dh).zip(s.h) {
+fn rnn_backward<T: Real>(relu: bool, da: &mut [T], s: Saved<T>, g: Grads<T>) {
+    for ((da, &dh), &h) in da.iter_mut().zip(g.dh).zip(s.h) {
         let slope = match relu {
             true if h > T::ZERO => T::ONE,
             true => T::ZERO,
@@ -180,41 +181,37 @@ widest! {
 // dn = dh (1 - z), dz = dh (h_{t-1} - n), dh_{t-1} gets dh z directly;
 // da_n = dn (1 - n^2), da_r = da_n h_n r (1 - r), da_z = dz z (1 - z);
 // dg = [da_r, da_z, da_n], dgh = [da_r, da_z, da_n r].
-fn gru_backward<T: Real>(hs: usize, gates: &[T], s: Saved<T>, g: Grads<T>) {
-    let rows = gates.chunks_exact(3 * hs).zip(s.extra.chunks_exact(hs));
-    let grads =
-        g.dg.chunks_exact_mut(3 * hs)
-            .zip(g.dgh.chunks_exact_mut(3 * hs));
+fn gru_backward<T: Real>(hs: usize, gates: &mut [T], s: Saved<T>, g: Grads<T>) {
+    let rows = gates.chunks_exact_mut(3 * hs).zip(s.extra.chunks_exact(hs));
     let states = g.dh.chunks_exact(hs).zip(s.h_prev.chunks_exact(hs));
-    for (((gates, h_n), (dg, dgh)), ((dh, h_prev), dh_prev)) in rows
-        .zip(grads)
+    for (((gates, h_n), dgh), ((dh, h_prev), dh_prev)) in rows
+        .zip(g.dgh.chunks_exact_mut(3 * hs))
         .zip(states.zip(g.dh_prev.chunks_exact_mut(hs)))
     {
-        let (r, z, n) = (&gates[..hs], &gates[hs..2 * hs], &gates[2 * hs..3 * hs]);
-        let (da_r, rest) = dg.split_at_mut(hs);
-        let (da_z, da_n) = rest.split_at_mut(hs);
+        let (r, rest) = gates.split_at_mut(hs);
+        let (z, n) = rest.split_at_mut(hs);
         let (dh_r, rest) = dgh.split_at_mut(hs);
         let (dh_z, dh_n) = rest.split_at_mut(hs);
-        gru_backward_row(
-            [da_r, da_z, da_n, dh_r, dh_z, dh_n, dh_prev],
-            [r, z, n, h_n, dh, h_prev],
-        );
+        gru_backward_row([r, z, n, dh_r, dh_z, dh_n, dh_prev], [h_n, dh, h_prev]);
     }
 }
 
 widest! {
-    fn gru_backward_row(out: [7], inp: [6]) {
+    /// `r`, `z`, `n` in; `da_r`, `da_z`, `da_n` out, in their places.
+    fn gru_backward_row(out: [7], inp: [3]) {
         let hs = out[0].len();
-        let [da_r, da_z, da_n, dh_r, dh_z, dh_n, dh_prev] = out.map(|x| &mut x[..hs]);
-        let [r, z, n, h_n, dh, h_prev] = inp.map(|x| &x[..hs]);
+        let [r, z, n, dh_r, dh_z, dh_n, dh_prev] = out.map(|x| &mut x[..hs]);
+        let [h_n, dh, h_prev] = inp.map(|x| &x[..hs]);
         for j in 0..hs {
-            let dn = dh[j] * (T::ONE - z[j]);
-            let dz = dh[j] * (h_prev[j] - n[j]);
-            dh_prev[j] = dh[j] * z[j];
-            da_n[j] = dn * (T::ONE - n[j] * n[j]);
-            da_r[j] = da_n[j] * h_n[j] * r[j] * (T::ONE - r[j]);
-            da_z[j] = dz * z[j] * (T::ONE - z[j]);
-            (dh_r[j], dh_z[j], dh_n[j]) = (da_r[j], da_z[j], da_n[j] * r[j]);
+            let (r_j, z_j, n_j) = (r[j], z[j], n[j]);
+            let dn = dh[j] * (T::ONE - z_j);
+            let dz = dh[j] * (h_prev[j] - n_j);
+            dh_prev[j] = dh[j] * z_j;
+            let da_n = dn * (T::ONE - n_j * n_j);
+            let da_r = da_n * h_n[j] * r_j * (T::ONE - r_j);
+            let da_z = dz * z_j * (T::ONE - z_j);
+            (r[j], z[j], n[j]) = (da_r, da_z, da_n);
+            (dh_r[j], dh_z[j], dh_n[j]) = (da_r, da_z, da_n * r_j);
         }
     }
 }
@@ -252,35 +249,34 @@ widest! {
 
 // do = dh tanh(c_t), dc_t += dh o (1 - tanh^2 c_t); di = dc g, df = dc c_{t-1}, dg = dc i,
 // dc_{t-1} = dc f; then through each gate's activation.
-fn lstm_backward<T: Real>(hs: usize, gates: &[T], s: Saved<T>, g: Grads<T>) {
-    let rows = gates.chunks_exact(4 * hs).zip(s.extra.chunks_exact(hs));
-    let grads = g.dg.chunks_exact_mut(4 * hs).zip(g.dh.chunks_exact(hs));
+fn lstm_backward<T: Real>(hs: usize, gates: &mut [T], s: Saved<T>, g: Grads<T>) {
+    let rows = gates.chunks_exact_mut(4 * hs).zip(s.extra.chunks_exact(hs));
     let states = g.dc.chunks_exact_mut(hs).zip(s.c_prev.chunks_exact(hs));
-    for ((gates, tc), ((da, dh), (dc, c_prev))) in rows.zip(grads.zip(states)) {
-        let (i, f) = (&gates[..hs], &gates[hs..2 * hs]);
-        let (gg, o) = (&gates[2 * hs..3 * hs], &gates[3 * hs..4 * hs]);
-        let (da_i, rest) = da.split_at_mut(hs);
-        let (da_f, rest) = rest.split_at_mut(hs);
-        let (da_g, da_o) = rest.split_at_mut(hs);
-        lstm_backward_row([da_i, da_f, da_g, da_o, dc], [i, f, gg, o, tc, dh, c_prev]);
+    for ((gates, tc), (dh, (dc, c_prev))) in rows.zip(g.dh.chunks_exact(hs).zip(states)) {
+        let (i, rest) = gates.split_at_mut(hs);
+        let (f, rest) = rest.split_at_mut(hs);
+        let (gg, o) = rest.split_at_mut(hs);
+        lstm_backward_row([i, f, gg, o, dc], [tc, dh, c_prev]);
     }
     g.dh_prev.fill(T::ZERO);
 }
 
 widest! {
-    fn lstm_backward_row(out: [5], inp: [7]) {
+    /// `i`, `f`, `g`, `o` in; `da_i`, `da_f`, `da_g`, `da_o` out, in their places.
+    fn lstm_backward_row(out: [5], inp: [3]) {
         let hs = out[0].len();
-        let [da_i, da_f, da_g, da_o, dc] = out.map(|x| &mut x[..hs]);
-        let [i, f, g, o, tc, dh, c_prev] = inp.map(|x| &x[..hs]);
+        let [i, f, g, o, dc] = out.map(|x| &mut x[..hs]);
+        let [tc, dh, c_prev] = inp.map(|x| &x[..hs]);
         for j in 0..hs {
+            let (i_j, f_j, g_j, o_j) = (i[j], f[j], g[j], o[j]);
             let d_o = dh[j] * tc[j];
-            let d_c = dc[j] + dh[j] * o[j] * (T::ONE - tc[j] * tc[j]);
-            let (d_i, d_f, d_g) = (d_c * g[j], d_c * c_prev[j], d_c * i[j]);
-            dc[j] = d_c * f[j];
-            da_i[j] = d_i * i[j] * (T::ONE - i[j]);
-            da_f[j] = d_f * f[j] * (T::ONE - f[j]);
-            da_g[j] = d_g * (T::ONE - g[j] * g[j]);
-            da_o[j] = d_o * o[j] * (T::ONE - o[j]);
+            let d_c = dc[j] + dh[j] * o_j * (T::ONE - tc[j] * tc[j]);
+            let (d_i, d_f, d_g) = (d_c * g_j, d_c * c_prev[j], d_c * i_j);
+            dc[j] = d_c * f_j;
+            i[j] = d_i * i_j * (T::ONE - i_j);
+            f[j] = d_f * f_j * (T::ONE - f_j);
+            g[j] = d_g * (T::ONE - g_j * g_j);
+            o[j] = d_o * o_j * (T::ONE - o_j);
         }
     }
 }

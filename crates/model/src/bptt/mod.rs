@@ -24,6 +24,8 @@ mod pool;
 mod real;
 mod rows;
 
+use std::borrow::Cow;
+
 use rayon::prelude::*;
 
 pub use cells::Cell;
@@ -158,14 +160,15 @@ pub struct Bptt<T> {
     pub grads: Grads<T>,
 }
 
-/// A layer's weights as the products read them: contiguous row-major copies of the
-/// matrices and their transposes (packing contiguous rows is faster than strided ones).
-struct Prepared<T> {
-    W_hh: Vec<T>,
-    W_hh_T: Vec<T>,
+/// A layer's weights as the products read them: the matrices and their transposes
+/// row-major (packing contiguous rows is faster than strided ones), borrowed where the
+/// parameter already is (PyTorch's `[G*H, in]` is the book's `W^T`), else copied.
+struct Prepared<'a, T: Clone> {
+    W_hh: Cow<'a, [T]>,
+    W_hh_T: Cow<'a, [T]>,
     /// `(W_ih, W_ih^T)`; for one-hot input the lookup table `W_ih + b_ih` instead.
-    W_ih: Vec<T>,
-    W_ih_T: Vec<T>,
+    W_ih: Cow<'a, [T]>,
+    W_ih_T: Cow<'a, [T]>,
 }
 
 /// Forward and backward over `batch` with its rows split across `threads` workers
@@ -187,27 +190,27 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
         batch.C0.map(<[T]>::len),
         p.cell.has_cell_state().then_some(state_len)
     );
-    let prepared: Vec<Prepared<T>> = p
+    let prepared: Vec<Prepared<'_, T>> = p
         .layers
         .iter()
         .enumerate()
         .map(|(l, layer)| {
             let one_hot = l == 0 && p.embedding.is_none();
-            let mut W_ih = layer.W_ih.to_row_major();
+            let mut W_ih = layer.W_ih.contiguous();
             if one_hot {
                 // `x W_ih + b_ih` for every token x: one row lookup per step.
-                for row in W_ih.chunks_exact_mut(layer.b_ih.len()) {
+                for row in W_ih.to_mut().chunks_exact_mut(layer.b_ih.len()) {
                     row.iter_mut().zip(layer.b_ih).for_each(|(w, &b)| *w += b);
                 }
             }
             Prepared {
-                W_hh: layer.W_hh.to_row_major(),
-                W_hh_T: layer.W_hh.t().to_row_major(),
+                W_hh: layer.W_hh.contiguous(),
+                W_hh_T: layer.W_hh.t().contiguous(),
                 W_ih,
                 W_ih_T: if one_hot {
-                    Vec::new()
+                    Cow::Borrowed(&[][..])
                 } else {
-                    layer.W_ih.t().to_row_major()
+                    layer.W_ih.t().contiguous()
                 },
             }
         })

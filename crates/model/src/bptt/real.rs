@@ -1,5 +1,6 @@
 //! The element types the host kernel runs in, and a strided matrix view over host memory.
 
+use std::borrow::Cow;
 use std::cell::RefCell;
 use std::ops::{Add, AddAssign, Div, Mul, Sub};
 
@@ -166,14 +167,20 @@ impl<'a, T: Real> Mat<'a, T> {
         self.data[r * self.rs + c * self.cs]
     }
 
-    /// A row-major copy: products read contiguous rows faster than strided ones.
-    pub fn to_row_major(&self) -> Vec<T> {
+    /// The matrix row-major: borrowed where it already is, else a copy (products read
+    /// contiguous rows faster than strided ones).
+    pub fn contiguous(&self) -> Cow<'a, [T]> {
         if self.cs == 1 && self.rs == self.cols {
-            return self.data[..self.rows * self.cols].to_vec();
+            return Cow::Borrowed(&self.data[..self.rows * self.cols]);
         }
         (0..self.rows)
             .flat_map(|r| (0..self.cols).map(move |c| self.at(r, c)))
             .collect()
+    }
+
+    /// A row-major copy.
+    pub fn to_row_major(&self) -> Vec<T> {
+        self.contiguous().into_owned()
     }
 }
 

@@ -20,7 +20,7 @@ pub(super) struct Part<T> {
 struct Kept<T> {
     /// The layer's input `[T*n, in]` after dropout; empty for one-hot input.
     X: Vec<T>,
-    /// Activated gates `[T*n, G*H]`.
+    /// Activated gates `[T*n, G*H]`; the backward pass overwrites them with their gradient.
     G: Vec<T>,
     /// `H_{-1}` (the state entering the minibatch), `H_0`, ..., `H_{T-1}`; `C` alike.
     H: Vec<T>,
@@ -56,7 +56,7 @@ fn times<T: Real>(
 
 pub(super) fn run<T: Real>(
     p: &Params<T>,
-    prepared: &[Prepared<T>],
+    prepared: &[Prepared<'_, T>],
     batch: &Minibatch<T>,
     range: Range<usize>,
     mean: T,
@@ -215,8 +215,9 @@ pub(super) fn run<T: Real>(
     // outputs from above; the recurrence adds what reaches them from the next step.
     let separate = cell.separate_hidden_gates();
     for l in (0..depth).rev() {
-        let (k, w, g) = (&kept[l], &prepared[l], &mut grads.layers[l]);
-        let mut dG = pool.zeros(tn * gh);
+        let (k, w, g) = (&mut kept[l], &prepared[l], &mut grads.layers[l]);
+        // The gates' gradient, written over the gates step by step (`cells.rs`).
+        let dG = &mut k.G;
         let mut dGH = pool.zeros(if separate { tn * gh } else { 0 });
         let mut dh_next = pool.zeros(block);
         let mut dc = pool.zeros(if k.C.is_empty() { 0 } else { block });
@@ -242,7 +243,6 @@ pub(super) fn run<T: Real>(
             let step = StepGrads {
                 dh: &dh,
                 dc: &mut dc,
-                dg: &mut dG[gates.clone()],
                 dgh: if separate {
                     &mut dGH[gates.clone()]
                 } else {
@@ -250,7 +250,7 @@ pub(super) fn run<T: Real>(
                 },
                 dh_prev: &mut dh_next,
             };
-            cell.backward(h, &k.G[gates.clone()], saved, step);
+            cell.backward(h, &mut dG[gates.clone()], saved, step);
             if t == 0 {
                 break; // the state entering the minibatch is not trained
             }
@@ -270,7 +270,8 @@ pub(super) fn run<T: Real>(
                     .for_each(|d| *d = *d * s);
             }
         }
-        let dGH_or_dG = if separate { &dGH } else { &dG };
+        let dG = &k.G;
+        let dGH_or_dG = if separate { &dGH } else { dG };
         let H_prev = Mat::row_major(&k.H[..tn * h], tn, h);
         matmul(
             &mut g.W_hh,
@@ -279,7 +280,7 @@ pub(super) fn run<T: Real>(
             false,
         );
         column_sums(&mut g.b_hh, dGH_or_dG);
-        column_sums(&mut g.b_ih, &dG);
+        column_sums(&mut g.b_ih, dG);
         if k.X.is_empty() {
             for (r, d) in dG.chunks_exact(gh).enumerate() {
                 let x = token(batch.X, r);
@@ -287,7 +288,7 @@ pub(super) fn run<T: Real>(
                 row.iter_mut().zip(d).for_each(|(g, &d)| *g += d);
             }
         } else {
-            let dG = Mat::row_major(&dG, tn, gh);
+            let dG = Mat::row_major(dG, tn, gh);
             let width = k.X.len() / tn;
             matmul(&mut g.W_ih, Mat::row_major(&k.X, tn, width).t(), dG, false);
             let mut dX = pool.any(tn * width);
@@ -304,7 +305,7 @@ pub(super) fn run<T: Real>(
             }
             pool.give(dX);
         }
-        [dG, dGH, dh_next, dc, dh]
+        [dGH, dh_next, dc, dh]
             .into_iter()
             .for_each(|b| pool.give(b));
     }
