@@ -173,9 +173,20 @@ impl<'a, T: Real> Mat<'a, T> {
         if self.cs == 1 && self.rs == self.cols {
             return Cow::Borrowed(&self.data[..self.rows * self.cols]);
         }
-        (0..self.rows)
-            .flat_map(|r| (0..self.cols).map(move |c| self.at(r, c)))
-            .collect()
+        // In 32 x 32 tiles: a transpose read row by row would touch a new cache line for
+        // every element.
+        const TILE: usize = 32;
+        let mut out = vec![T::ZERO; self.rows * self.cols];
+        for r0 in (0..self.rows).step_by(TILE) {
+            for c0 in (0..self.cols).step_by(TILE) {
+                for r in r0..(r0 + TILE).min(self.rows) {
+                    for c in c0..(c0 + TILE).min(self.cols) {
+                        out[r * self.cols + c] = self.at(r, c);
+                    }
+                }
+            }
+        }
+        Cow::Owned(out)
     }
 
     /// A row-major copy.
