@@ -179,6 +179,30 @@ mod tests {
     }
 
     #[test]
+    fn token_ids_number_tokens_by_first_appearance_across_texts() {
+        let mut interner = Interner::default();
+        let a = text_token_ids(
+            "b a b\n",
+            Cleaning::Lines,
+            TokenKind::Word,
+            true,
+            &mut interner,
+        );
+        let b = text_token_ids("c b", Cleaning::Lines, TokenKind::Word, true, &mut interner);
+        assert_eq!((a, b), (vec![0, 1, 0, 2], vec![3, 0, 2]));
+        assert_eq!(interner.tokens(), ["b", "a", EOS, "c"]);
+        let chars = text_token_ids(
+            "想想x",
+            Cleaning::Lines,
+            TokenKind::Char,
+            false,
+            &mut interner,
+        );
+        assert_eq!(chars, [4, 4, 5]);
+        assert_eq!(interner.token(4), "想");
+    }
+
+    #[test]
     fn tokenize_chars_and_words() {
         let lines = vec!["ab c".to_string(), String::new(), "分开 x".to_string()];
         assert_eq!(

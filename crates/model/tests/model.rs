@@ -861,6 +861,24 @@ fn the_kernel_splits_batch_rows_across_threads_without_changing_results() {
 }
 
 #[test]
+fn a_matrix_view_made_row_major_is_borrowed_or_copied_tile_by_tile_exactly() {
+    use rnnlm_model::bptt::Mat;
+    use std::borrow::Cow;
+    // 70 x 45 crosses the 32 x 32 tiles' edges in both directions.
+    let (rows, cols) = (70, 45);
+    let data: Vec<f64> = (0..rows * cols).map(|i| i as f64).collect();
+    let m = Mat::row_major(&data, rows, cols);
+    assert!(matches!(m.contiguous(), Cow::Borrowed(_)));
+    let t = m.t().contiguous();
+    assert!(matches!(t, Cow::Owned(_)));
+    for r in 0..cols {
+        for c in 0..rows {
+            assert_eq!(t[r * rows + c], data[c * cols + r]);
+        }
+    }
+}
+
+#[test]
 fn the_float32_tanh_is_within_8_ulp_everywhere() {
     use rnnlm_model::bptt::Real;
     let mut worst: f64 = 0.0;
