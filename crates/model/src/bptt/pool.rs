@@ -2,7 +2,8 @@
 //! last share of a minibatch used, so training asks the allocator for memory once, not
 //! for every minibatch: fresh memory costs page faults and the kernel zeroing each page
 //! (8-11% of a PTB run's time in the profile before the pool), and a buffer freed to the
-//! operating system comes back as fresh memory.
+//! operating system comes back as fresh memory. A thread keeps its buffers for its
+//! life (rayon's workers: the process's), at most one minibatch's worth.
 
 use std::cell::RefCell;
 use std::thread::LocalKey;
