@@ -3,7 +3,7 @@
 
 use burn::tensor::{Tensor, TensorData};
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
+use rand::{Rng, SeedableRng};
 
 /// Zeroes each element with probability `p` and scales the rest by `1 / (1 - p)`,
 /// as `nn.Dropout` in training mode.
@@ -36,14 +36,37 @@ impl Dropout {
     /// row-major order; the host engine draws through here too).
     pub fn mask(&mut self, len: usize) -> Vec<f32> {
         let keep = (1.0 / (1.0 - self.p)) as f32;
+        // `random::<f64>() < p` in integers: rand's `f64` is `(u >> 11) * 2^-53` for the
+        // next `u64` (exact), and `k * 2^-53 < p` holds for an integer `k` exactly when
+        // `k < ceil(p * 2^53)`. The same draws as before, without the float conversion.
+        let below = (self.p * (1u64 << 53) as f64).ceil() as u64;
         (0..len)
             .map(|_| {
-                if self.rng.random::<f64>() < self.p {
+                if self.rng.next_u64() >> 11 < below {
                     0.0
                 } else {
                     keep
                 }
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::RngExt;
+
+    #[test]
+    fn masks_equal_rands_float_draws_compared_with_p() {
+        for p in [0.0, 0.1, 0.2, 0.25, 1.0 / 3.0, 0.5, 0.9] {
+            let mut dropout = Dropout::new(p, 7);
+            let mut rng = StdRng::seed_from_u64(7);
+            let keep = (1.0 / (1.0 - p)) as f32;
+            let expected: Vec<f32> = (0..10_000)
+                .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
+                .collect();
+            assert_eq!(dropout.mask(10_000), expected, "p = {p}");
+        }
     }
 }
