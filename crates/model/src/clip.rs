@@ -6,6 +6,8 @@ use burn::module::{Module, ModuleVisitor, Param};
 use burn::optim::GradientsParams;
 use burn::tensor::Tensor;
 
+use crate::bptt::{Real, sum_of_squares};
+
 struct SumOfSquares<'a> {
     grads: &'a GradientsParams,
     total: Option<Tensor<1>>,
@@ -113,5 +115,30 @@ impl Clipping {
                 (grads, norm)
             }
         }
+    }
+}
+
+impl Clipping {
+    /// `apply` for gradients held on the host (the fused engine clips before they become
+    /// tensors): the same rule, the norm summed in f64. Returns the norm before any norm
+    /// clipping.
+    pub fn apply_host<T: Real>(&self, grads: &mut [&mut [T]]) -> f64 {
+        if let Some(limit) = self.value {
+            let (lo, hi) = (T::from_f64(-limit), T::from_f64(limit));
+            for g in grads.iter_mut() {
+                g.iter_mut().for_each(|g| *g = g.max_of(lo).min_of(hi));
+            }
+        }
+        let norm = grads.iter().map(|g| sum_of_squares(g)).sum::<f64>().sqrt();
+        if let Some(theta) = self.norm {
+            // As `grad_clipping`: the factor rounded to the gradients' type first.
+            let factor = T::from_f64(theta) / T::from_f64(norm);
+            if factor < T::ONE {
+                for g in grads.iter_mut() {
+                    g.iter_mut().for_each(|g| *g = *g * factor);
+                }
+            }
+        }
+        norm
     }
 }

@@ -11,7 +11,7 @@ use burn::tensor::{DType, Element, Int, Tensor, TensorData};
 
 use crate::bptt::{self, Cell, Layer, Masks, Mat, Minibatch, Params, Real};
 use crate::model::name_prefixes;
-use crate::step::Gradients;
+use crate::step::{Gradients, Pass};
 use crate::{CellKind, Dropout, Model, ModelConfig, ModelError, ModelKind, RnnModel, State};
 
 /// Whether the fused kernel covers a model: every one-direction model (the scratch
@@ -33,7 +33,7 @@ pub(crate) fn forward_backward(
     state: State,
     scales: Option<&[f64]>,
     dropout: Option<&mut Dropout>,
-    keep_logits: bool,
+    pass: Pass,
 ) -> Result<Gradients, ModelError> {
     if !fused_supported(model) {
         return Err(ModelError::Config(
@@ -52,7 +52,7 @@ pub(crate) fn forward_backward(
         state,
         scales,
         dropout,
-        keep_logits,
+        pass,
     };
     match params.values().next().map(TensorData::dtype) {
         Some(DType::F64) => run.go::<f64>(params),
@@ -99,7 +99,7 @@ struct Run<'a> {
     state: State,
     scales: Option<&'a [f64]>,
     dropout: Option<&'a mut Dropout>,
-    keep_logits: bool,
+    pass: Pass,
 }
 
 impl Run<'_> {
@@ -190,7 +190,7 @@ impl Run<'_> {
             C0: C0.as_deref(),
             state_grad_scales: self.scales,
             masks: masks.as_ref(),
-            keep_logits: self.keep_logits,
+            keep_logits: matches!(self.pass, Pass::Inspect),
         };
         let out = bptt::forward_backward(params, &batch, rayon::current_num_threads());
 
@@ -233,12 +233,30 @@ impl Run<'_> {
             (None, ..) => unreachable!("a tied decoder has an embedding"),
         }
         by_name.insert(names.b_q.clone(), g.b_q);
+        // In the model's parameter order, so that the norm sums in the same order every run.
+        let named = model.named_params();
+        let mut values: Vec<Vec<T>> = named
+            .iter()
+            .map(|(name, _)| {
+                by_name
+                    .remove(name)
+                    .expect("the kernel computes a gradient for every parameter")
+            })
+            .collect();
+        let clipped = match self.pass {
+            Pass::Train(clipping) => {
+                let mut all: Vec<&mut [T]> = values.iter_mut().map(Vec::as_mut_slice).collect();
+                let norm = clipping.apply_host(&mut all);
+                Some(Tensor::from_data(
+                    TensorData::new(vec![T::from_f64(norm)], [1]),
+                    &device,
+                ))
+            }
+            Pass::Inspect => None,
+        };
         let inner = device.clone().inner();
         let mut grads = GradientsParams::new();
-        for (name, param) in model.named_params() {
-            let values = by_name
-                .remove(&name)
-                .expect("the kernel computes a gradient for every parameter");
+        for ((_, param), values) in named.iter().zip(values) {
             let data = TensorData::new(values, param.shape());
             match data.shape().len() {
                 1 => grads.register(param.id(), Tensor::<1>::from_data(data, &inner)),
@@ -257,6 +275,7 @@ impl Run<'_> {
                 h: state(out.H),
                 c: out.C.map(state),
             },
+            clipped,
         })
     }
 }

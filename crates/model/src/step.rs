@@ -32,6 +32,18 @@ pub struct Gradients {
     /// The loss of every target token.
     pub token_losses: Tensor<1>,
     pub state: State,
+    /// `Some(norm before clipping)` where the engine clipped the gradients already (the
+    /// host engine does in a training step, before they become tensors).
+    pub clipped: Option<Tensor<1>>,
+}
+
+/// What a pass is for: to look at (`gradients`: the logits kept, nothing clipped) or to
+/// train on (`train_step`: no logits; the host engine clips as it hands the gradients
+/// over).
+#[derive(Clone, Copy)]
+pub(crate) enum Pass {
+    Inspect,
+    Train(Clipping),
 }
 
 /// What one update did, for logging.
@@ -80,12 +92,12 @@ pub fn gradients(
     dropout: Option<&mut Dropout>,
     engine: Engine,
 ) -> Result<Gradients, ModelError> {
-    gradients_keeping(model, x, y, state, scales, dropout, engine, true)
+    gradients_for(model, x, y, state, scales, dropout, engine, Pass::Inspect)
 }
 
-/// `gradients`, with the logits only when `keep_logits`.
+/// `gradients` for `pass`.
 #[allow(clippy::too_many_arguments)]
-fn gradients_keeping(
+fn gradients_for(
     model: &Model,
     x: Tensor<2, Int>,
     y: Tensor<2, Int>,
@@ -93,7 +105,7 @@ fn gradients_keeping(
     scales: Option<&[f64]>,
     dropout: Option<&mut Dropout>,
     engine: Engine,
-    keep_logits: bool,
+    pass: Pass,
 ) -> Result<Gradients, ModelError> {
     match engine {
         Engine::Autodiff => {
@@ -102,14 +114,13 @@ fn gradients_keeping(
             let grads = GradientsParams::from_grads(token_losses.clone().mean().backward(), model);
             Ok(Gradients {
                 grads,
-                logits: keep_logits.then_some(logits),
+                logits: matches!(pass, Pass::Inspect).then_some(logits),
                 token_losses,
                 state,
+                clipped: None,
             })
         }
-        Engine::Fused => {
-            fused::forward_backward(model, &x, &y, state, scales, dropout, keep_logits)
-        }
+        Engine::Fused => fused::forward_backward(model, &x, &y, state, scales, dropout, pass),
     }
 }
 
@@ -127,8 +138,20 @@ pub fn train_step(
     clipping: Clipping,
     lr: f64,
 ) -> Result<StepResult, ModelError> {
-    let g = gradients_keeping(&model, x, y, state, scales, dropout, engine, false)?;
-    let (clipped, grad_norm) = clipping.apply(&model, g.grads);
+    let g = gradients_for(
+        &model,
+        x,
+        y,
+        state,
+        scales,
+        dropout,
+        engine,
+        Pass::Train(clipping),
+    )?;
+    let (clipped, grad_norm) = match g.clipped {
+        Some(norm) => (g.grads, Some(norm)),
+        None => clipping.apply(&model, g.grads),
+    };
     let model = optimizer.step(lr, model, clipped);
     Ok(StepResult {
         model,

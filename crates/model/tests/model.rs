@@ -644,13 +644,100 @@ fn step_outputs(
     read(&g.grads);
     let (clipped, _) = Clipping::norm(0.5).apply(&model, g.grads);
     read(&clipped);
-    let model = burn::optim::SgdConfig::new()
+    let updated = burn::optim::SgdConfig::new()
         .init()
-        .step(0.3, model, clipped);
-    for (_, p) in model.named_params() {
+        .step(0.3, model.clone(), clipped);
+    for (_, p) in updated.named_params() {
+        out.extend(p.data().iter::<f64>());
+    }
+    // A training step clipping by value, then by norm: the host engine clips on the host.
+    let mut dropout = Dropout::new(model.dropout(), seed);
+    let clipping = Clipping {
+        norm: Some(0.5),
+        value: Some(0.05),
+    };
+    let mut sgd = burn::optim::SgdConfig::new().init();
+    let step = train_step(
+        model,
+        &mut sgd,
+        x.clone(),
+        y.clone(),
+        h0.clone(),
+        scales,
+        Some(&mut dropout),
+        engine,
+        clipping,
+        0.3,
+    )
+    .unwrap();
+    out.push(step.grad_norm.unwrap().into_scalar::<f64>());
+    for (_, p) in step.model.named_params() {
         out.extend(p.data().iter::<f64>());
     }
     out
+}
+
+#[test]
+fn host_clipping_equals_clipping_the_tensors() {
+    let device = device();
+    let config = ModelConfig::new(ModelKind::Lm, 6, 5)
+        .with_cell(CellKind::Lstm)
+        .with_embedding_dim(4);
+    let (model, _) = random_model(&config, 3, 0.9, &device);
+    let x = tokens(&[5, 0, 3, 3, 1, 2], [2, 3], &device);
+    let y = tokens(&[0, 3, 3, 1, 2, 4], [2, 3], &device);
+    let h0 = model.begin_state(2, &device);
+    let grads = || {
+        gradients(
+            &model,
+            x.clone(),
+            y.clone(),
+            h0.clone(),
+            None,
+            None,
+            Engine::Autodiff,
+        )
+        .unwrap()
+        .grads
+    };
+    let host = |grads: &GradientsParams| -> Vec<Vec<f64>> {
+        let named = model.named_params();
+        named
+            .iter()
+            .map(|(_, p)| p.grad(grads).unwrap().iter::<f64>().collect())
+            .collect()
+    };
+    let raw = host(&grads());
+    let largest = raw.iter().flatten().fold(0.0_f64, |m, g| m.max(g.abs()));
+    let norm: f64 = raw.iter().flatten().map(|g| g * g).sum::<f64>().sqrt();
+    // Both rules bite: a value limit below the largest gradient, a norm below the norm.
+    for clipping in [
+        Clipping::norm(norm / 3.0),
+        Clipping {
+            norm: None,
+            value: Some(largest / 2.0),
+        },
+        Clipping {
+            norm: Some(norm / 4.0),
+            value: Some(largest / 3.0),
+        },
+    ] {
+        let (on_tensors, tensor_norm) = clipping.apply(&model, grads());
+        let mut on_host = raw.clone();
+        let mut slices: Vec<&mut [f64]> = on_host.iter_mut().map(Vec::as_mut_slice).collect();
+        let host_norm = clipping.apply_host(&mut slices);
+        let expected: Vec<f64> = host(&on_tensors).concat();
+        assert!(
+            worst_difference(&on_host.concat(), &expected) < 1e-15,
+            "{clipping:?}"
+        );
+        assert!(
+            worst_difference(&expected, &raw.concat()) > 1e-3,
+            "{clipping:?} bites"
+        );
+        let tensor_norm = tensor_norm.unwrap().into_scalar::<f64>();
+        assert!((host_norm - tensor_norm).abs() < 1e-12 * tensor_norm);
+    }
 }
 
 fn worst_difference(a: &[f64], b: &[f64]) -> f64 {

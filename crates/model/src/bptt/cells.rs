@@ -14,41 +14,6 @@
 
 use super::Real;
 
-/// Defines a row loop `fn name<T: Real>(out: [&mut [T]; N], inp: [&[T]; M])` compiled
-/// three times, for AVX-512, for AVX2 and for the baseline (SSE2), and run in the widest
-/// the CPU has: the same IEEE operations in the same order (Rust never fuses a multiply
-/// and an add), on 16 or 8 lanes instead of 4. The slices arrive as arguments, which the
-/// compiler knows do not overlap, so the loops vectorise.
-macro_rules! widest {
-    ($(#[$doc:meta])* fn $name:ident($out:ident: [$n:literal], $inp:ident: [$m:literal]) $body:block) => {
-        $(#[$doc])*
-        fn $name<T: Real>($out: [&mut [T]; $n], $inp: [&[T]; $m]) {
-            #[inline(always)]
-            fn body<T: Real>($out: [&mut [T]; $n], $inp: [&[T]; $m]) $body
-            #[cfg(target_arch = "x86_64")]
-            {
-                #[target_feature(enable = "avx512f")]
-                fn avx512<T: Real>(out: [&mut [T]; $n], inp: [&[T]; $m]) {
-                    body(out, inp)
-                }
-                #[target_feature(enable = "avx2")]
-                fn avx2<T: Real>(out: [&mut [T]; $n], inp: [&[T]; $m]) {
-                    body(out, inp)
-                }
-                if std::arch::is_x86_feature_detected!("avx512f") {
-                    // SAFETY: the CPU has the feature the function is compiled for.
-                    return unsafe { avx512($out, $inp) };
-                }
-                if std::arch::is_x86_feature_detected!("avx2") {
-                    // SAFETY: as above.
-                    return unsafe { avx2($out, $inp) };
-                }
-            }
-            body($out, $inp)
-        }
-    };
-}
-
 /// Which recurrence the kernel runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Cell {
@@ -164,7 +129,7 @@ fn gru_forward<T: Real>(hs: usize, gates: &mut [T], gh: &[T], s: Step<T>) {
 widest! {
     /// One row of `gru_forward` (split from one buffer in the caller, the slices would
     /// not be known apart and the loop would not vectorise).
-    fn gru_forward_row(out: [5], inp: [4]) {
+    fn gru_forward_row(out: [&mut [T]; 5], inp: [&[T]; 4]) {
         let hs = out[0].len();
         let [r, z, n, h, h_n] = out.map(|x| &mut x[..hs]);
         let [gh_r, gh_z, gh_n, h_prev] = inp.map(|x| &x[..hs]);
@@ -198,7 +163,7 @@ fn gru_backward<T: Real>(hs: usize, gates: &mut [T], s: Saved<T>, g: Grads<T>) {
 
 widest! {
     /// `r`, `z`, `n` in; `da_r`, `da_z`, `da_n` out, in their places.
-    fn gru_backward_row(out: [7], inp: [3]) {
+    fn gru_backward_row(out: [&mut [T]; 7], inp: [&[T]; 3]) {
         let hs = out[0].len();
         let [r, z, n, dh_r, dh_z, dh_n, dh_prev] = out.map(|x| &mut x[..hs]);
         let [h_n, dh, h_prev] = inp.map(|x| &x[..hs]);
@@ -231,7 +196,7 @@ fn lstm_forward<T: Real>(hs: usize, gates: &mut [T], s: Step<T>) {
 }
 
 widest! {
-    fn lstm_forward_row(out: [7], inp: [1]) {
+    fn lstm_forward_row(out: [&mut [T]; 7], inp: [&[T]; 1]) {
         let hs = out[0].len();
         let [i, f, g, o, c, tc, h] = out.map(|x| &mut x[..hs]);
         let c_prev = &inp[0][..hs];
@@ -263,7 +228,7 @@ fn lstm_backward<T: Real>(hs: usize, gates: &mut [T], s: Saved<T>, g: Grads<T>) 
 
 widest! {
     /// `i`, `f`, `g`, `o` in; `da_i`, `da_f`, `da_g`, `da_o` out, in their places.
-    fn lstm_backward_row(out: [5], inp: [3]) {
+    fn lstm_backward_row(out: [&mut [T]; 5], inp: [&[T]; 3]) {
         let hs = out[0].len();
         let [i, f, g, o, dc] = out.map(|x| &mut x[..hs]);
         let [tc, dh, c_prev] = inp.map(|x| &x[..hs]);

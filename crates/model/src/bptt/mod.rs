@@ -19,6 +19,8 @@
 //! one sum at the end. Autodiff records and replays a dozen tensor ops per step instead;
 //! both are checked against the PyTorch fixtures and each other.
 
+#[macro_use]
+mod widest;
 mod cells;
 mod pool;
 mod real;
@@ -30,6 +32,7 @@ use rayon::prelude::*;
 
 pub use cells::Cell;
 pub use real::{Mat, Real, matmul};
+pub use widest::sum_of_squares;
 
 /// One recurrent layer in the book's orientation, `x W_ih` (PyTorch's weights are
 /// transposed views); gates stacked in PyTorch's order along the columns.

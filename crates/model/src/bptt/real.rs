@@ -39,6 +39,9 @@ pub trait Real:
     fn max_of(self, other: Self) -> Self {
         if other > self { other } else { self }
     }
+    fn min_of(self, other: Self) -> Self {
+        if other < self { other } else { self }
+    }
     /// `relu`.
     fn max0(self) -> Self {
         if self > Self::ZERO { self } else { Self::ZERO }

@@ -5,6 +5,7 @@ use std::ops::Range;
 
 use super::cells::{Grads as StepGrads, Saved, Step};
 use super::pool::Pool;
+use super::widest::lanes;
 use super::{Grads, Mat, Minibatch, Params, Prepared, Real, column_sums, matmul};
 
 pub(super) struct Part<T> {
@@ -191,16 +192,7 @@ pub(super) fn run<T: Real>(
     let logits = batch.keep_logits.then(|| O.clone());
     let mut losses = vec![T::ZERO; tn];
     for (r, o) in O.chunks_exact_mut(v).enumerate() {
-        let y = token(batch.Y, r);
-        let max = lanes(o, o[0], T::max_of);
-        let o_y = o[y] - max;
-        o.iter_mut().for_each(|o| *o = (*o - max).exp());
-        let sum = lanes(o, T::ZERO, |a, b| a + b);
-        losses[r] = sum.ln() - o_y;
-        // softmax - onehot(y), over the number of tokens (the loss is their mean)
-        let scale = mean * sum.recip();
-        o.iter_mut().for_each(|o| *o = *o * scale);
-        o[y] = o[y] - mean;
+        losses[r] = softmax_cross_entropy(o, token(batch.Y, r), mean);
     }
     let dO = Mat::row_major(&O, tn, v);
     let mut grads = Grads::zeros(p);
@@ -322,18 +314,18 @@ pub(super) fn run<T: Real>(
     part
 }
 
-/// `x` folded by `f` from `init` (an identity of `f`) in eight interleaved lanes, then
-/// across them: the compiler keeps a float reduction in order, so one accumulator would
-/// not vectorise (a 10,000-word softmax reads every logit twice this way).
-fn lanes<T: Real>(x: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
-    let mut acc = [init; 8];
-    let chunks = x.chunks_exact(8);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (a, &b) in acc.iter_mut().zip(chunk) {
-            *a = f(*a, b);
-        }
+widest! {
+    /// One row's cross-entropy `log sum exp(o) - o_y`, returned, and its gradient times
+    /// `mean` (the loss is the mean over tokens), `(softmax(o) - onehot(y)) * mean`,
+    /// written over the logits `o`.
+    fn softmax_cross_entropy(o: &mut [T], y: usize, mean: T) -> T {
+        let max = lanes(o, o[0], T::max_of);
+        let o_y = o[y] - max;
+        o.iter_mut().for_each(|o| *o = (*o - max).exp());
+        let sum = lanes(o, T::ZERO, |a, b| a + b);
+        let scale = mean * sum.recip();
+        o.iter_mut().for_each(|o| *o = *o * scale);
+        o[y] = o[y] - mean;
+        sum.ln() - o_y
     }
-    let first = rest.iter().fold(acc[0], |a, &b| f(a, b));
-    acc[1..].iter().fold(first, |a, &b| f(a, b))
 }

@@ -1,0 +1,73 @@
+//! `widest!`: a row loop compiled three times, for AVX-512, for AVX2 and for the
+//! baseline (SSE2), and run in the widest the CPU has. The kernel's generic code is
+//! built for the baseline, so without this its loops run on 4 lanes.
+
+use super::Real;
+
+/// Defines `fn name<T: Real>(args) -> R` from its body, compiled for each width: the
+/// same IEEE operations in the same order (Rust never fuses a multiply and an add), on
+/// 16 or 8 lanes instead of 4. Slices passed as separate arguments are known not to
+/// overlap, so their loops vectorise; whatever the body calls must be `#[inline]` to be
+/// compiled at its width.
+macro_rules! widest {
+    ($(#[$doc:meta])* $vis:vis fn $name:ident($($arg:ident: $ty:ty),* $(,)?) $(-> $ret:ty)? $body:block) => {
+        $(#[$doc])*
+        $vis fn $name<T: Real>($($arg: $ty),*) $(-> $ret)? {
+            #[inline(always)]
+            fn body<T: Real>($($arg: $ty),*) $(-> $ret)? $body
+            #[cfg(target_arch = "x86_64")]
+            {
+                #[target_feature(enable = "avx512f")]
+                fn avx512<T: Real>($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                #[target_feature(enable = "avx2")]
+                fn avx2<T: Real>($($arg: $ty),*) $(-> $ret)? {
+                    body($($arg),*)
+                }
+                if std::arch::is_x86_feature_detected!("avx512f") {
+                    // SAFETY: the CPU has the feature the function is compiled for.
+                    return unsafe { avx512($($arg),*) };
+                }
+                if std::arch::is_x86_feature_detected!("avx2") {
+                    // SAFETY: as above.
+                    return unsafe { avx2($($arg),*) };
+                }
+            }
+            body($($arg),*)
+        }
+    };
+}
+
+/// `x` folded by `f` from `init` (an identity of `f`) in eight interleaved lanes, then
+/// across them: the compiler keeps a float reduction in order, so one accumulator would
+/// not vectorise (a 10,000-word softmax reads every logit twice this way).
+#[inline(always)]
+pub(super) fn lanes<T: Real>(x: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
+    let mut acc = [init; 8];
+    let chunks = x.chunks_exact(8);
+    let rest = chunks.remainder();
+    for chunk in chunks {
+        for (a, &b) in acc.iter_mut().zip(chunk) {
+            *a = f(*a, b);
+        }
+    }
+    let first = rest.iter().fold(acc[0], |a, &b| f(a, b));
+    acc[1..].iter().fold(first, |a, &b| f(a, b))
+}
+
+widest! {
+    /// `sum x^2` in f64, over eight lanes as `lanes` folds.
+    pub fn sum_of_squares(x: &[T]) -> f64 {
+        let mut acc = [0.0; 8];
+        let chunks = x.chunks_exact(8);
+        let rest = chunks.remainder();
+        for chunk in chunks {
+            for (a, &x) in acc.iter_mut().zip(chunk) {
+                *a += x.to_f64() * x.to_f64();
+            }
+        }
+        let rest: f64 = rest.iter().map(|&x| x.to_f64() * x.to_f64()).sum();
+        acc.iter().sum::<f64>() + rest
+    }
+}
