@@ -854,6 +854,31 @@ fn fused_engine_equals_autodiff_for_every_model_it_covers() {
 }
 
 #[test]
+fn fused_engine_equals_autodiff_over_several_blocks_of_decoder_rows() {
+    // 40 x 15 = 600 target tokens: more than one block of the host engine's decoder
+    // (256 rows) in each worker, on up to two threads.
+    let device = device();
+    let config = ModelConfig::new(ModelKind::Lm, 6, 5)
+        .with_cell(CellKind::Lstm)
+        .with_num_layers(2)
+        .with_embedding_dim(4)
+        .with_dropout(0.3);
+    let (_, named) = random_model(&config, 9, 0.9, &device);
+    let fresh = || Model::from_named(&config, &named, &device).unwrap();
+    let ids =
+        |shift: usize| -> Vec<i64> { (0..600).map(|i| ((i * 7 + shift) % 6) as i64).collect() };
+    let (x, y) = (
+        tokens(&ids(0), [40, 15], &device),
+        tokens(&ids(1), [40, 15], &device),
+    );
+    let h0 = fresh().begin_state(40, &device);
+    let a = step_outputs(fresh(), &x, &y, &h0, None, 7, Engine::Autodiff);
+    let b = step_outputs(fresh(), &x, &y, &h0, None, 7, Engine::Fused);
+    let worst = worst_difference(&a, &b);
+    assert!(worst < 1e-12, "{worst}");
+}
+
+#[test]
 fn the_kernel_splits_batch_rows_across_threads_without_changing_results() {
     use rnnlm_model::bptt::{Cell, Layer, Masks, Mat, Minibatch, Params, forward_backward};
     let (v, h, b, t, e) = (7, 6, 5, 4, 3);

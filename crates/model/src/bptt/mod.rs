@@ -265,9 +265,8 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
     out
 }
 
-/// `sums[j] = sum_r m[r, j]` for a row-major `m` with `sums.len()` columns.
-fn column_sums<T: Real>(sums: &mut [T], m: &[T]) {
-    sums.fill(T::ZERO);
+/// `sums[j] += sum_r m[r, j]` for a row-major `m` with `sums.len()` columns.
+fn add_column_sums<T: Real>(sums: &mut [T], m: &[T]) {
     for row in m.chunks_exact(sums.len()) {
         sums.iter_mut().zip(row).for_each(|(s, &x)| *s += x);
     }

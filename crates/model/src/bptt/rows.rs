@@ -6,7 +6,7 @@ use std::ops::Range;
 use super::cells::{Grads as StepGrads, Saved, Step};
 use super::pool::Pool;
 use super::widest::lanes;
-use super::{Grads, Mat, Minibatch, Params, Prepared, Real, column_sums, matmul};
+use super::{Grads, Mat, Minibatch, Params, Prepared, Real, add_column_sums, matmul};
 
 pub(super) struct Part<T> {
     pub logits: Option<Vec<T>>,
@@ -54,6 +54,9 @@ fn times<T: Real>(
         x.iter_mut().zip(m).for_each(|(x, &m)| *x = *x * m);
     }
 }
+
+/// Rows per block of the decoder's softmax cross-entropy.
+const DECODER_ROWS: usize = 256;
 
 pub(super) fn run<T: Real>(
     p: &Params<T>,
@@ -183,23 +186,34 @@ pub(super) fn run<T: Real>(
     // `X` is now the decoder's input: the last layer's outputs after dropout.
     times(&mut X, depth);
 
-    // O = X W_hq + b_q over all steps at once; softmax cross-entropy; dO of the mean,
-    // in the same buffer.
-    let mut O = pool.any(tn * v);
-    O.chunks_exact_mut(v)
-        .for_each(|row| row.copy_from_slice(p.b_q));
-    matmul(&mut O, Mat::row_major(&X, tn, h), p.W_hq, true);
-    let logits = batch.keep_logits.then(|| O.clone());
-    let mut losses = vec![T::ZERO; tn];
-    for (r, o) in O.chunks_exact_mut(v).enumerate() {
-        losses[r] = softmax_cross_entropy(o, token(batch.Y, r), mean);
-    }
-    let dO = Mat::row_major(&O, tn, v);
+    // O = X W_hq + b_q, softmax cross-entropy, and dO of the mean in the same buffer,
+    // over blocks of rows: one `[DECODER_ROWS, V]` buffer, not `[T*n, V]` (28 MB for PTB),
+    // while each product still spans enough rows to run at the kernel's rate.
     let mut grads = Grads::zeros(p);
-    matmul(&mut grads.W_hq_T, dO.t(), Mat::row_major(&X, tn, h), false);
-    column_sums(&mut grads.b_q, &O);
+    let mut logits = batch.keep_logits.then(|| vec![T::ZERO; tn * v]);
+    let mut losses = vec![T::ZERO; tn];
     let mut dY = pool.any(tn * h);
-    matmul(&mut dY, dO, p.W_hq.t(), false);
+    let mut O = pool.any(DECODER_ROWS.min(tn) * v);
+    for start in (0..tn).step_by(DECODER_ROWS) {
+        let r = DECODER_ROWS.min(tn - start);
+        let (O, X) = (
+            &mut O[..r * v],
+            Mat::row_major(&X[start * h..(start + r) * h], r, h),
+        );
+        O.chunks_exact_mut(v)
+            .for_each(|row| row.copy_from_slice(p.b_q));
+        matmul(O, X, p.W_hq, true);
+        if let Some(all) = &mut logits {
+            all[start * v..(start + r) * v].copy_from_slice(O);
+        }
+        for (i, o) in O.chunks_exact_mut(v).enumerate() {
+            losses[start + i] = softmax_cross_entropy(o, token(batch.Y, start + i), mean);
+        }
+        let dO = Mat::row_major(O, r, v);
+        matmul(&mut grads.W_hq_T, dO.t(), X, start > 0);
+        add_column_sums(&mut grads.b_q, O);
+        matmul(&mut dY[start * h..(start + r) * h], dO, p.W_hq.t(), false);
+    }
     times(&mut dY, depth);
     pool.give(O);
 
@@ -271,8 +285,8 @@ pub(super) fn run<T: Real>(
             Mat::row_major(dGH_or_dG, tn, gh),
             false,
         );
-        column_sums(&mut g.b_hh, dGH_or_dG);
-        column_sums(&mut g.b_ih, dG);
+        add_column_sums(&mut g.b_hh, dGH_or_dG);
+        add_column_sums(&mut g.b_ih, dG);
         if k.X.is_empty() {
             for (r, d) in dG.chunks_exact(gh).enumerate() {
                 let x = token(batch.X, r);
