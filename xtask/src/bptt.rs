@@ -40,13 +40,14 @@ pub fn run(args: &BpttArgs) -> Result<()> {
     let corpus = config.data.load_corpus()?;
     let t = &config.train;
     let mut rng = StdRng::seed_from_u64(t.seed);
-    let batch = &epoch_batches(
+    let batch = epoch_batches(
         &corpus.indices,
         t.batch_size,
         t.num_steps,
         t.sampler,
         &mut rng,
-    )?[0];
+    )?
+    .get(0);
     let (x, y) = batch.to_tensors(&device);
 
     let concise = |cell| {

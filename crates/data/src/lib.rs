@@ -21,7 +21,7 @@ pub use fetch::{DataDirs, fetch_dataset, sha1_hex};
 pub use files::atomic_write;
 pub use ngram::{NgramCounts, NgramModel, count_ngrams};
 pub use registry::{Cleaning, DatasetSpec, SplitMembers, VocabOver, dataset, dataset_names};
-pub use sampler::{Batch, Sampler, epoch_batches};
+pub use sampler::{Batch, Minibatches, Sampler, epoch_batches};
 pub use sine::{autoregressive_features, sine_series, standard_normal};
 pub use text::{EOS, Interner, TokenKind, clean_lines, text_token_ids, text_tokens, tokenize};
 pub use vocab::Vocab;

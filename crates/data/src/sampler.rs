@@ -48,22 +48,70 @@ impl Batch {
 
 /// All minibatches of one epoch. The random offset (and, for `Random`, the shuffle)
 /// comes from `rng`, so a seeded rng makes the epoch reproducible.
-pub fn epoch_batches(
-    corpus: &[usize],
+pub fn epoch_batches<'a>(
+    corpus: &'a [usize],
     batch_size: usize,
     num_steps: usize,
     sampler: Sampler,
     rng: &mut impl Rng,
-) -> Result<Vec<Batch>, DataError> {
+) -> Result<Minibatches<'a>, DataError> {
     check_sizes(corpus.len(), batch_size, num_steps)?;
-    Ok(match sampler {
-        Sampler::Random => random(corpus, batch_size, num_steps, rng),
+    let starts = match sampler {
+        Sampler::Random => random(corpus.len(), batch_size, num_steps, rng),
         Sampler::Sequential => {
             let offset = rng.random_range(0..=num_steps);
-            sequential(corpus, batch_size, num_steps, offset)
+            sequential(corpus.len(), batch_size, num_steps, offset)
         }
-        Sampler::Batchify => sequential(corpus, batch_size, num_steps, 0),
+        Sampler::Batchify => sequential(corpus.len(), batch_size, num_steps, 0),
+    };
+    Ok(Minibatches {
+        corpus,
+        batch_size,
+        num_steps,
+        starts,
     })
+}
+
+/// The minibatches of one epoch, each cut from the corpus when asked for (all of the
+/// Penn Treebank's at once would hold 15 MB of token ids through the epoch).
+#[derive(Debug, Clone)]
+pub struct Minibatches<'a> {
+    corpus: &'a [usize],
+    batch_size: usize,
+    num_steps: usize,
+    /// Where each row of each minibatch starts in `corpus`, `batch_size` per minibatch.
+    starts: Vec<usize>,
+}
+
+impl Minibatches<'_> {
+    pub fn len(&self) -> usize {
+        self.starts.len() / self.batch_size
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Minibatch `k` (of `0..len()`).
+    pub fn get(&self, k: usize) -> Batch {
+        let rows = &self.starts[k * self.batch_size..(k + 1) * self.batch_size];
+        let window = |shift: usize| -> Vec<usize> {
+            rows.iter()
+                .flat_map(|&s| &self.corpus[s + shift..s + shift + self.num_steps])
+                .copied()
+                .collect()
+        };
+        Batch {
+            x: window(0),
+            y: window(1),
+            batch_size: self.batch_size,
+            num_steps: self.num_steps,
+        }
+    }
+
+    pub fn iter(&self) -> impl ExactSizeIterator<Item = Batch> + '_ {
+        (0..self.len()).map(|k| self.get(k))
+    }
 }
 
 /// Both samplers yield at least one batch for every offset exactly when this passes:
@@ -88,52 +136,23 @@ fn check_sizes(len: usize, batch_size: usize, num_steps: usize) -> Result<(), Da
     Ok(())
 }
 
-fn random(corpus: &[usize], batch_size: usize, num_steps: usize, rng: &mut impl Rng) -> Vec<Batch> {
-    let corpus = &corpus[rng.random_range(0..num_steps)..];
-    let num_subseqs = (corpus.len() - 1) / num_steps;
-    let mut starts: Vec<usize> = (0..num_subseqs).map(|i| i * num_steps).collect();
+/// `seq_data_iter_random`'s row starts: from a random offset, every `num_steps`-long
+/// subsequence once, shuffled, cut into minibatches (the remainder dropped).
+fn random(len: usize, batch_size: usize, num_steps: usize, rng: &mut impl Rng) -> Vec<usize> {
+    let offset = rng.random_range(0..num_steps);
+    let num_subseqs = (len - offset - 1) / num_steps;
+    let mut starts: Vec<usize> = (0..num_subseqs).map(|i| offset + i * num_steps).collect();
     starts.shuffle(rng);
+    starts.truncate(num_subseqs / batch_size * batch_size);
     starts
-        .chunks_exact(batch_size)
-        .map(|chunk| {
-            let window = |shift: usize| -> Vec<usize> {
-                chunk
-                    .iter()
-                    .flat_map(|&s| &corpus[s + shift..s + shift + num_steps])
-                    .copied()
-                    .collect()
-            };
-            Batch {
-                x: window(0),
-                y: window(1),
-                batch_size,
-                num_steps,
-            }
-        })
-        .collect()
 }
 
-fn sequential(corpus: &[usize], batch_size: usize, num_steps: usize, offset: usize) -> Vec<Batch> {
-    let num_tokens = ((corpus.len() - offset - 1) / batch_size) * batch_size;
-    let row_len = num_tokens / batch_size;
+/// `seq_data_iter_sequential`'s: the corpus from `offset` cut into `batch_size` rows,
+/// minibatch `k` reading columns `k * num_steps..` of each.
+fn sequential(len: usize, batch_size: usize, num_steps: usize, offset: usize) -> Vec<usize> {
+    let row_len = (len - offset - 1) / batch_size;
     let num_batches = row_len / num_steps;
     (0..num_batches)
-        .map(|k| {
-            let window = |shift: usize| -> Vec<usize> {
-                (0..batch_size)
-                    .flat_map(|b| {
-                        let start = offset + shift + b * row_len + k * num_steps;
-                        &corpus[start..start + num_steps]
-                    })
-                    .copied()
-                    .collect()
-            };
-            Batch {
-                x: window(0),
-                y: window(1),
-                batch_size,
-                num_steps,
-            }
-        })
+        .flat_map(|k| (0..batch_size).map(move |b| offset + b * row_len + k * num_steps))
         .collect()
 }

@@ -227,14 +227,15 @@ fn book_sizes_give_eight_batches_for_every_offset() {
 fn batches_become_int_tensors() {
     let device = burn::tensor::Device::flex();
     let corpus: Vec<usize> = (0..50).collect();
-    let batch = &epoch_batches(
+    let batch = epoch_batches(
         &corpus,
         2,
         3,
         Sampler::Sequential,
         &mut StdRng::seed_from_u64(1),
     )
-    .unwrap()[0];
+    .unwrap()
+    .get(0);
     let (x, y) = batch.to_tensors(&device);
     assert_eq!(x.dims(), [2, 3]);
     let xs: Vec<i64> = x.into_data().iter::<i64>().collect();
@@ -262,7 +263,7 @@ proptest! {
         let batches = epoch_batches(&corpus, batch_size, num_steps, sampler, &mut StdRng::seed_from_u64(seed)).unwrap();
         prop_assert!(!batches.is_empty());
         // Count as the book: offset in 0..=num_steps; word_language_model's batchify: 0.
-        let offset = start_of(&batches[0].x);
+        let offset = start_of(&batches.get(0).x);
         let most = if batchify { 0 } else { num_steps };
         prop_assert!(offset <= most);
         let row_len = (len - offset - 1) / batch_size;
@@ -289,7 +290,7 @@ proptest! {
         let corpus: Vec<usize> = (0..len).collect();
         let batches = epoch_batches(&corpus, batch_size, num_steps, Sampler::Random, &mut StdRng::seed_from_u64(seed)).unwrap();
         let mut starts = Vec::new();
-        for batch in &batches {
+        for batch in batches.iter() {
             for b in 0..batch_size {
                 let row = &batch.x[b * num_steps..(b + 1) * num_steps];
                 for (y, x) in batch.y[b * num_steps..].iter().zip(row) {

@@ -219,7 +219,7 @@ fn one_epoch_equals_the_float64_bptt_reference_with_and_without_carried_state_on
         let mut p = start.clone();
         let (mut total, mut count) = (0.0, 0);
         let mut h = vec![vec![0.0; H]; 2];
-        for batch in &batches {
+        for batch in batches.iter() {
             if state == StateMode::Reset {
                 h = vec![vec![0.0; H]; 2];
             }
