@@ -82,12 +82,21 @@ fn tokens(t: &Tensor<2, Int>, vocab_size: usize, what: &str) -> Result<Vec<usize
         .collect()
 }
 
-/// The parameters on the host, by name.
-struct HostParams<T>(HashMap<String, Vec<T>>);
+/// The parameters on the host, by name, read in place as the element type.
+struct HostParams<T>(HashMap<String, TensorData>, std::marker::PhantomData<T>);
 
 impl<T: Real + Element> HostParams<T> {
+    fn new(params: HashMap<String, TensorData>) -> Self {
+        let converted = params
+            .into_iter()
+            .map(|(name, data)| (name, data.convert::<T>()));
+        Self(converted.collect(), std::marker::PhantomData)
+    }
+
     fn get(&self, name: &str) -> &[T] {
-        &self.0[name]
+        self.0[name]
+            .as_slice::<T>()
+            .expect("converted to the element type")
     }
 }
 
@@ -110,7 +119,7 @@ impl Run<'_> {
         let model = self.model;
         let device = self.x.device();
         let [batch_size, num_steps] = self.x.dims();
-        let p = HostParams::<T>(params.into_iter().map(|(n, d)| (n, host(d))).collect());
+        let p = HostParams::<T>::new(params);
         let v = model.vocab_size();
         let names = Names::of(model);
         let (cell, depth, h) = match model {
