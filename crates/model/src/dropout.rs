@@ -2,24 +2,28 @@
 //! at a minibatch draws the same masks as one that never stopped, on every backend.
 
 use burn::tensor::{Tensor, TensorData};
-use rand::rngs::StdRng;
+use rand::rngs::ChaCha12Rng;
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
+
+/// Mask values drawn per task when a mask is drawn in parallel.
+const CHUNK: usize = 1 << 14;
 
 /// Zeroes each element with probability `p` and scales the rest by `1 / (1 - p)`,
 /// as `nn.Dropout` in training mode.
 pub struct Dropout {
     p: f64,
-    rng: StdRng,
+    /// The stream's seed for `StdRng`'s generator (ChaCha12), named so that the stream
+    /// can be entered anywhere, and how many of its 32-bit words the masks so far used.
+    seed: u64,
+    used: u128,
 }
 
 impl Dropout {
     /// Masks for one minibatch, drawn from `seed` (the trainer derives it from the run's
     /// seed, the epoch and the minibatch).
     pub fn new(p: f64, seed: u64) -> Self {
-        Self {
-            p,
-            rng: StdRng::seed_from_u64(seed),
-        }
+        Self { p, seed, used: 0 }
     }
 
     pub fn apply(&mut self, x: Tensor<2>) -> Tensor<2> {
@@ -40,15 +44,24 @@ impl Dropout {
         // next `u64` (exact), and `k * 2^-53 < p` holds for an integer `k` exactly when
         // `k < ceil(p * 2^53)`. The same draws as before, without the float conversion.
         let below = (self.p * (1u64 << 53) as f64).ceil() as u64;
-        (0..len)
-            .map(|_| {
-                if self.rng.next_u64() >> 11 < below {
-                    0.0
-                } else {
-                    keep
+        // In chunks across the threads, each drawn from its own place in the one stream
+        // (a `u64` is two of its words): the values of drawing them one after another.
+        let mut mask = vec![0.0; len];
+        mask.par_chunks_mut(CHUNK)
+            .enumerate()
+            .for_each(|(i, chunk)| {
+                let mut rng = ChaCha12Rng::seed_from_u64(self.seed);
+                rng.set_word_pos(self.used + 2 * (i * CHUNK) as u128);
+                for m in chunk {
+                    *m = if rng.next_u64() >> 11 < below {
+                        0.0
+                    } else {
+                        keep
+                    };
                 }
-            })
-            .collect()
+            });
+        self.used += 2 * len as u128;
+        mask
     }
 }
 
@@ -59,14 +72,20 @@ mod tests {
 
     #[test]
     fn masks_equal_rands_float_draws_compared_with_p() {
+        use rand::rngs::StdRng;
+        // Three masks, the first two shorter and the last longer than a chunk: the next
+        // mask goes on where the last one ended in the stream.
+        let lens = [CHUNK / 3, CHUNK + 5, 2 * CHUNK + 17];
         for p in [0.0, 0.1, 0.2, 0.25, 1.0 / 3.0, 0.5, 0.9] {
             let mut dropout = Dropout::new(p, 7);
             let mut rng = StdRng::seed_from_u64(7);
             let keep = (1.0 / (1.0 - p)) as f32;
-            let expected: Vec<f32> = (0..10_000)
-                .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
-                .collect();
-            assert_eq!(dropout.mask(10_000), expected, "p = {p}");
+            for len in lens {
+                let expected: Vec<f32> = (0..len)
+                    .map(|_| if rng.random::<f64>() < p { 0.0 } else { keep })
+                    .collect();
+                assert_eq!(dropout.mask(len), expected, "p = {p}, {len} values");
+            }
         }
     }
 }
