@@ -144,9 +144,13 @@ impl<T: Real> Grads<T> {
                 (&mut self.W_hq_T, &other.W_hq_T),
                 (&mut self.b_q, &other.b_q),
             ]);
-        for (a, b) in pairs {
-            a.iter_mut().zip(b).for_each(|(a, &b)| *a += b);
-        }
+        // Across the threads: the embedding's and decoder's are `[V, H]` each.
+        let pairs: Vec<_> = pairs.collect();
+        pairs.into_par_iter().for_each(|(a, b)| {
+            a.par_chunks_mut(1 << 16)
+                .zip(b.par_chunks(1 << 16))
+                .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, &b)| *a += b));
+        });
     }
 }
 
