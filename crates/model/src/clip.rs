@@ -118,9 +118,7 @@ impl Clipping {
             }
         }
     }
-}
 
-impl Clipping {
     /// `apply` for gradients held on the host (the fused engine clips before they become
     /// tensors): the same rule, the norm summed in f64. Returns the norm before any norm
     /// clipping.
