@@ -2,7 +2,8 @@
 
 //! The `fused` engine: a `Model`'s parameters and minibatch copied to the host, one
 //! forward and backward pass of the written-out BPTT kernel (`bptt`), the gradients
-//! handed back as tensors for the usual clipping and optimizer step.
+//! (in a training step clipped here, on the host) handed back as tensors for the
+//! optimizer step.
 
 use std::collections::HashMap;
 
