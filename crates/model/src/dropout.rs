@@ -6,6 +6,8 @@ use rand::rngs::ChaCha12Rng;
 use rand::{Rng, SeedableRng};
 use rayon::prelude::*;
 
+use crate::bptt::Real;
+
 /// Mask values drawn per task when a mask is drawn in parallel.
 const CHUNK: usize = 1 << 14;
 
@@ -37,31 +39,52 @@ impl Dropout {
     }
 
     /// The next `len` mask values, `0` or `1 / (1 - p)` (what `apply` multiplies by, in
-    /// row-major order; the host engine draws through here too).
+    /// row-major order).
     pub fn mask(&mut self, len: usize) -> Vec<f32> {
-        let keep = (1.0 / (1.0 - self.p)) as f32;
+        let mut mask = vec![0.0; len];
+        self.fill(&mut mask);
+        mask
+    }
+
+    /// `mask(out.len())` written into `out` in the caller's element type (the host engine
+    /// draws its masks here, straight into its buffers).
+    pub fn fill<T: Real>(&mut self, out: &mut [T]) {
+        let keep = T::from_f64((1.0 / (1.0 - self.p)) as f32 as f64);
         // `random::<f64>() < p` in integers: rand's `f64` is `(u >> 11) * 2^-53` for the
         // next `u64` (exact), and `k * 2^-53 < p` holds for an integer `k` exactly when
         // `k < ceil(p * 2^53)`. The same draws as before, without the float conversion.
         let below = (self.p * (1u64 << 53) as f64).ceil() as u64;
         // In chunks across the threads, each drawn from its own place in the one stream
-        // (a `u64` is two of its words): the values of drawing them one after another.
-        let mut mask = vec![0.0; len];
-        mask.par_chunks_mut(CHUNK)
+        // (a `u64` is two of its words, low first): the values of drawing them one after
+        // another. The keystream comes in blocks into a buffer, then one loop compares.
+        let seed = self.seed;
+        out.par_chunks_mut(CHUNK)
             .enumerate()
             .for_each(|(i, chunk)| {
-                let mut rng = ChaCha12Rng::seed_from_u64(self.seed);
+                let mut rng = ChaCha12Rng::seed_from_u64(seed);
                 rng.set_word_pos(self.used + 2 * (i * CHUNK) as u128);
-                for m in chunk {
-                    *m = if rng.next_u64() >> 11 < below {
-                        0.0
-                    } else {
-                        keep
-                    };
+                let mut bytes = [0u8; 8 * DRAWS];
+                for piece in chunk.chunks_mut(DRAWS) {
+                    let bytes = &mut bytes[..8 * piece.len()];
+                    rng.fill_bytes(bytes);
+                    keep_unless_below(piece, bytes, below, keep);
                 }
             });
-        self.used += 2 * len as u128;
-        mask
+        self.used += 2 * out.len() as u128;
+    }
+}
+
+/// Draws per keystream buffer.
+const DRAWS: usize = 512;
+
+widest! {
+    /// `out[i] = 0` where the `i`-th little-endian `u64` of `bytes`, shifted right by 11,
+    /// is below `below`, else `keep`.
+    fn keep_unless_below(out: &mut [T], bytes: &[u8], below: u64, keep: T) {
+        for (m, u) in out.iter_mut().zip(bytes.chunks_exact(8)) {
+            let u = u64::from_le_bytes(u.try_into().expect("8 bytes"));
+            *m = if u >> 11 < below { T::ZERO } else { keep };
+        }
     }
 }
 

@@ -176,10 +176,9 @@ impl Run<'_> {
         let rows = num_steps * batch_size;
         let masks = self.dropout.filter(|_| model.dropout() > 0.0).map(|drop| {
             let mut draw = |width: usize| -> Vec<T> {
-                drop.mask(rows * width)
-                    .into_iter()
-                    .map(|m| T::from_f64(m.into()))
-                    .collect()
+                let mut mask = vec![T::ZERO; rows * width];
+                drop.fill(&mut mask);
+                mask
             };
             let mut inputs = vec![e.map(&mut draw)];
             inputs.extend((1..depth).map(|_| Some(draw(h))));

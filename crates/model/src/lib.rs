@@ -7,6 +7,7 @@
 //! (Burn's autodiff, or backpropagation through time written out as in 8.7.2: `bptt/`,
 //! `fused.rs`), and the PyTorch parity step (`parity.rs`).
 
+#[macro_use] // `widest!`, for the dropout masks too
 pub mod bptt;
 mod cell;
 mod clip;
