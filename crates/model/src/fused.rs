@@ -203,20 +203,13 @@ impl Run<'_> {
         };
         let out = bptt::forward_backward(params, &batch, rayon::current_num_threads());
 
-        // Gradients back under the parameters' names, in their stored orientation.
+        // Gradients back under the parameters' names (the layers' already in their
+        // stored orientation).
         let g = out.grads;
-        let stored = |m: Vec<T>, rows, cols| -> Vec<T> {
-            if names.transposed {
-                Mat::row_major(&m, rows, cols).t().to_row_major()
-            } else {
-                m
-            }
-        };
         let mut by_name: HashMap<String, Vec<T>> = HashMap::new();
         for (l, layer) in g.layers.into_iter().enumerate() {
-            let input = if l == 0 { first_input } else { h };
-            by_name.insert(names.W_ih[l].clone(), stored(layer.W_ih, input, gh));
-            by_name.insert(names.W_hh[l].clone(), stored(layer.W_hh, h, gh));
+            by_name.insert(names.W_ih[l].clone(), layer.W_ih);
+            by_name.insert(names.W_hh[l].clone(), layer.W_hh);
             by_name.insert(names.b_ih[l].clone(), layer.b_ih);
             if let Some(b_hh) = &names.b_hh {
                 by_name.insert(b_hh[l].clone(), layer.b_hh);

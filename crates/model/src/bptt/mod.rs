@@ -80,7 +80,8 @@ pub struct Minibatch<'a, T> {
     pub keep_logits: bool,
 }
 
-/// Gradients of one layer, in the book's orientation.
+/// Gradients of one layer, each laid out as its weight is stored (`Mat::stored_transposed`:
+/// PyTorch's `[G*H, in]`, or the book's `[in, G*H]`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct LayerGrads<T> {
     pub W_ih: Vec<T>,

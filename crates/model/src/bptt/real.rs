@@ -170,26 +170,46 @@ impl<'a, T: Real> Mat<'a, T> {
         self.data[r * self.rs + c * self.cs]
     }
 
+    /// Whether the data is the row-major transpose of the view (PyTorch's `[out, in]`
+    /// weights seen as the book's `[in, out]`); a single row or column is both.
+    pub fn stored_transposed(&self) -> bool {
+        self.cs != 1
+    }
+
+    /// The elements, when the view is row-major over all of them.
+    pub fn data(&self) -> &'a [T] {
+        assert!(self.cs == 1 && self.rs == self.cols, "a row-major view");
+        &self.data[..self.rows * self.cols]
+    }
+
     /// The matrix row-major: borrowed where it already is, else a copy (products read
     /// contiguous rows faster than strided ones).
     pub fn contiguous(&self) -> Cow<'a, [T]> {
         if self.cs == 1 && self.rs == self.cols {
             return Cow::Borrowed(&self.data[..self.rows * self.cols]);
         }
-        // In 32 x 32 tiles: a transpose read row by row would touch a new cache line for
-        // every element.
-        const TILE: usize = 32;
         let mut out = vec![T::ZERO; self.rows * self.cols];
-        for r0 in (0..self.rows).step_by(TILE) {
-            for c0 in (0..self.cols).step_by(TILE) {
-                for r in r0..(r0 + TILE).min(self.rows) {
-                    for c in c0..(c0 + TILE).min(self.cols) {
-                        out[r * self.cols + c] = self.at(r, c);
+        self.write_row_major(&mut out);
+        Cow::Owned(out)
+    }
+
+    /// The matrix written row-major into `out`.
+    pub fn write_row_major(&self, out: &mut [T]) {
+        let (rows, cols) = (self.rows, self.cols);
+        assert_eq!(out.len(), rows * cols, "a [{rows}, {cols}] destination");
+        // In 32 x 32 tiles: a transpose read row by row would touch a new cache line for
+        // every element. (8 x 8 blocks moved through registers were no faster: the
+        // weights do not fit the cache, and the memory traffic is the cost.)
+        const TILE: usize = 32;
+        for r0 in (0..rows).step_by(TILE) {
+            for c0 in (0..cols).step_by(TILE) {
+                for r in r0..(r0 + TILE).min(rows) {
+                    for c in c0..(c0 + TILE).min(cols) {
+                        out[r * cols + c] = self.at(r, c);
                     }
                 }
             }
         }
-        Cow::Owned(out)
     }
 
     /// A row-major copy.

@@ -222,6 +222,7 @@ pub(super) fn run<T: Real>(
     let separate = cell.separate_hidden_gates();
     for l in (0..depth).rev() {
         let (k, w, g) = (&mut kept[l], &prepared[l], &mut grads.layers[l]);
+        let layer = &p.layers[l];
         // The gates' gradient, written over the gates step by step (`cells.rs`).
         let dG = &mut k.G;
         let mut dGH = pool.zeros(if separate { tn * gh } else { 0 });
@@ -279,24 +280,33 @@ pub(super) fn run<T: Real>(
         let dG = &k.G;
         let dGH_or_dG = if separate { &dGH } else { dG };
         let H_prev = Mat::row_major(&k.H[..tn * h], tn, h);
-        matmul(
-            &mut g.W_hh,
-            H_prev.t(),
-            Mat::row_major(dGH_or_dG, tn, gh),
-            false,
-        );
-        add_column_sums(&mut g.b_hh, dGH_or_dG);
+        let dGH_or_dG = Mat::row_major(dGH_or_dG, tn, gh);
+        weight_grad(&mut g.W_hh, layer.W_hh, H_prev.t(), dGH_or_dG);
+        add_column_sums(&mut g.b_hh, dGH_or_dG.data());
         add_column_sums(&mut g.b_ih, dG);
         if k.X.is_empty() {
+            // Rows of `[V, G*H]` looked up forward, so added to backward in that layout.
+            let mut dW = pool.zeros(g.W_ih.len());
             for (r, d) in dG.chunks_exact(gh).enumerate() {
                 let x = token(batch.X, r);
-                let row = &mut g.W_ih[x * gh..(x + 1) * gh];
+                let row = &mut dW[x * gh..(x + 1) * gh];
                 row.iter_mut().zip(d).for_each(|(g, &d)| *g += d);
             }
+            let book = Mat::row_major(&dW, layer.W_ih.rows, gh);
+            match layer.W_ih.stored_transposed() {
+                true => book.t().write_row_major(&mut g.W_ih),
+                false => g.W_ih.copy_from_slice(&dW),
+            }
+            pool.give(dW);
         } else {
             let dG = Mat::row_major(dG, tn, gh);
             let width = k.X.len() / tn;
-            matmul(&mut g.W_ih, Mat::row_major(&k.X, tn, width).t(), dG, false);
+            weight_grad(
+                &mut g.W_ih,
+                layer.W_ih,
+                Mat::row_major(&k.X, tn, width).t(),
+                dG,
+            );
             let mut dX = pool.any(tn * width);
             matmul(&mut dX, dG, Mat::row_major(&w.W_ih_T, gh, width), false);
             times(&mut dX, l);
@@ -326,6 +336,16 @@ pub(super) fn run<T: Real>(
     let kept = kept.into_iter().flat_map(Kept::buffers);
     kept.chain([X, dY]).for_each(|b| pool.give(b));
     part
+}
+
+/// `dW = a b` for a weight `W` (`a = X^T`, `b = dG`), laid out as `W` is stored: for
+/// PyTorch's `[out, in]` weights `b^T a`, so that nothing is transposed afterwards.
+fn weight_grad<T: Real>(dW: &mut [T], W: Mat<T>, a: Mat<T>, b: Mat<T>) {
+    if W.stored_transposed() {
+        matmul(dW, b.t(), a.t(), false);
+    } else {
+        matmul(dW, a, b, false);
+    }
 }
 
 widest! {
