@@ -28,6 +28,8 @@ mod rows;
 
 use std::borrow::Cow;
 
+use pool::Pool;
+
 use rayon::prelude::*;
 
 pub use cells::Cell;
@@ -101,23 +103,43 @@ pub struct Grads<T> {
 }
 
 impl<T: Real> Grads<T> {
-    fn zeros(p: &Params<T>) -> Self {
-        let zeros = |m: Mat<T>| vec![T::ZERO; m.rows * m.cols];
-        Self {
-            embedding: p.embedding.map(zeros),
-            layers: p
-                .layers
+    /// Buffers for one worker's gradients, from `pool`: zeros where the worker adds
+    /// into them (the biases), of any value where a product writes them whole; no
+    /// embedding (`rows::Part::embedded`).
+    fn for_worker(p: &Params<T>, pool: &mut Pool<T>) -> Self {
+        let mut whole = |m: Mat<T>| pool.any(m.rows * m.cols);
+        let (W_hq_T, layers) = (
+            whole(p.W_hq),
+            p.layers
                 .iter()
-                .map(|l| LayerGrads {
-                    W_ih: zeros(l.W_ih),
-                    W_hh: zeros(l.W_hh),
-                    b_ih: vec![T::ZERO; l.b_ih.len()],
-                    b_hh: vec![T::ZERO; l.b_hh.len()],
+                .map(|l| (whole(l.W_ih), whole(l.W_hh)))
+                .collect::<Vec<_>>(),
+        );
+        Self {
+            embedding: None,
+            layers: layers
+                .into_iter()
+                .zip(p.layers)
+                .map(|((W_ih, W_hh), l)| LayerGrads {
+                    W_ih,
+                    W_hh,
+                    b_ih: pool.zeros(l.b_ih.len()),
+                    b_hh: pool.zeros(l.b_hh.len()),
                 })
                 .collect(),
-            W_hq_T: zeros(p.W_hq),
-            b_q: vec![T::ZERO; p.b_q.len()],
+            W_hq_T,
+            b_q: pool.zeros(p.b_q.len()),
         }
+    }
+
+    /// Every buffer back to `pool`.
+    fn give(self, pool: &mut Pool<T>) {
+        let layers = self.layers.into_iter();
+        layers
+            .flat_map(|l| [l.W_ih, l.W_hh, l.b_ih, l.b_hh])
+            .chain(self.embedding)
+            .chain([self.W_hq_T, self.b_q])
+            .for_each(|b| pool.give(b));
     }
 
     fn empty() -> Self {
@@ -226,16 +248,33 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
     let mean = T::from_f64(1.0 / (b * steps).max(1) as f64);
     let chunks = threads.clamp(1, b.max(1));
     let bounds = |c: usize| c * b / chunks;
-    let mut parts: Vec<rows::Part<T>> = (0..chunks)
+    // The workers' gradient buffers come from this thread's pool and go back to it (a
+    // worker's own pool would depend on which thread rayon gives which share); the
+    // first worker's become the result.
+    let buffers: Vec<Grads<T>> =
+        pool::with_pool(|pool| (0..chunks).map(|_| Grads::for_worker(&p, pool)).collect());
+    let mut parts: Vec<rows::Part<T>> = buffers
         .into_par_iter()
-        .map(|c| {
+        .enumerate()
+        .map(|(c, grads)| {
             let rows = bounds(c)..bounds(c + 1);
-            pool::with_pool(|pool| rows::run(&p, &prepared, batch, rows, mean, pool))
+            pool::with_pool(|pool| rows::run(&p, &prepared, batch, rows, mean, grads, pool))
         })
         .collect();
-    // The first worker's gradients become the sum (the embedding's and decoder's are
-    // `[V, H]` each: no third copy to zero and add into).
     let mut grads = std::mem::replace(&mut parts[0].grads, Grads::empty());
+    // The embedding's gradient: every worker's rows added in worker and row order.
+    grads.embedding = p.embedding.map(|E| {
+        let mut dE = vec![T::ZERO; E.rows * E.cols];
+        for (c, part) in parts.iter().enumerate() {
+            let (lo, n) = (bounds(c), bounds(c + 1) - bounds(c));
+            for (r, d) in part.embedded.chunks_exact(E.cols).enumerate() {
+                let x = batch.X[(lo + r % n) * steps + r / n];
+                let row = &mut dE[x * E.cols..(x + 1) * E.cols];
+                row.iter_mut().zip(d).for_each(|(e, &d)| *e += d);
+            }
+        }
+        dE
+    });
 
     let mut out = Bptt {
         logits: batch.keep_logits.then(|| vec![T::ZERO; steps * b * v]),
@@ -266,6 +305,10 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
             grads.add(&part.grads);
         }
     }
+    pool::with_pool(|pool| {
+        let others = parts.into_iter().skip(1);
+        others.for_each(|part| part.grads.give(pool));
+    });
     out.grads = grads;
     out
 }

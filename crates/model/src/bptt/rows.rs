@@ -14,7 +14,12 @@ pub(super) struct Part<T> {
     /// The final state of each layer, `[num_layers, n, H]`.
     pub H: Vec<T>,
     pub C: Option<Vec<T>>,
+    /// The gradients of every weight but the embedding's, in the caller's buffers.
     pub grads: Grads<T>,
+    /// The gradient reaching the embedded rows (with an embedding), `[T*n, E]` in local
+    /// row order: added into the embedding's gradient once, after all workers, instead
+    /// of into a `[V, E]` buffer per worker.
+    pub embedded: Vec<T>,
 }
 
 /// What the forward pass of one layer keeps for its backward pass.
@@ -64,6 +69,7 @@ pub(super) fn run<T: Real>(
     batch: &Minibatch<T>,
     range: Range<usize>,
     mean: T,
+    mut grads: Grads<T>,
     pool: &mut Pool<T>,
 ) -> Part<T> {
     let (v, h, steps, cell) = (p.W_hq.cols, p.W_hq.rows, batch.num_steps, p.cell);
@@ -189,7 +195,6 @@ pub(super) fn run<T: Real>(
     // O = X W_hq + b_q, softmax cross-entropy, and dO of the mean in the same buffer,
     // over blocks of rows: one `[DECODER_ROWS, V]` buffer, not `[T*n, V]` (28 MB for PTB),
     // while each product still spans enough rows to run at the kernel's rate.
-    let mut grads = Grads::zeros(p);
     let mut logits = batch.keep_logits.then(|| vec![T::ZERO; tn * v]);
     let mut losses = vec![T::ZERO; tn];
     let mut dY = pool.any(tn * h);
@@ -214,12 +219,16 @@ pub(super) fn run<T: Real>(
         add_column_sums(&mut grads.b_q, O);
         matmul(&mut dY[start * h..(start + r) * h], dO, p.W_hq.t(), false);
     }
+    if tn == 0 {
+        grads.W_hq_T.fill(T::ZERO);
+    }
     times(&mut dY, depth);
     pool.give(O);
 
     // Backward, layer by layer from the top: `dY` is the gradient reaching the layer's
     // outputs from above; the recurrence adds what reaches them from the next step.
     let separate = cell.separate_hidden_gates();
+    let mut embedded = Vec::new();
     for l in (0..depth).rev() {
         let (k, w, g) = (&mut kept[l], &prepared[l], &mut grads.layers[l]);
         let layer = &p.layers[l];
@@ -312,12 +321,8 @@ pub(super) fn run<T: Real>(
             times(&mut dX, l);
             if l > 0 {
                 dX = std::mem::replace(&mut dY, dX);
-            } else if let Some(dE) = &mut grads.embedding {
-                for (r, d) in dX.chunks_exact(width).enumerate() {
-                    let x = token(batch.X, r);
-                    let row = &mut dE[x * width..(x + 1) * width];
-                    row.iter_mut().zip(d).for_each(|(e, &d)| *e += d);
-                }
+            } else {
+                embedded = std::mem::take(&mut dX);
             }
             pool.give(dX);
         }
@@ -332,6 +337,7 @@ pub(super) fn run<T: Real>(
         H: kept.iter().flat_map(|k| last(&k.H)).collect(),
         C: (!kept[0].C.is_empty()).then(|| kept.iter().flat_map(|k| last(&k.C)).collect()),
         grads,
+        embedded,
     };
     let kept = kept.into_iter().flat_map(Kept::buffers);
     kept.chain([X, dY]).for_each(|b| pool.give(b));
