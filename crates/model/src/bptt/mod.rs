@@ -28,7 +28,7 @@ mod rows;
 
 use std::borrow::Cow;
 
-use pool::Pool;
+use pool::{Kind, Pool};
 
 use rayon::prelude::*;
 
@@ -251,14 +251,16 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
     // The workers' gradient buffers come from this thread's pool and go back to it (a
     // worker's own pool would depend on which thread rayon gives which share); the
     // first worker's become the result.
-    let buffers: Vec<Grads<T>> =
-        pool::with_pool(|pool| (0..chunks).map(|_| Grads::for_worker(&p, pool)).collect());
+    let buffers: Vec<Grads<T>> = pool::with_pool(Kind::Grads, |pool| {
+        (0..chunks).map(|_| Grads::for_worker(&p, pool)).collect()
+    });
     let mut parts: Vec<rows::Part<T>> = buffers
         .into_par_iter()
         .enumerate()
         .map(|(c, grads)| {
             let rows = bounds(c)..bounds(c + 1);
-            pool::with_pool(|pool| rows::run(&p, &prepared, batch, rows, mean, grads, pool))
+            let run = |pool: &mut Pool<T>| rows::run(&p, &prepared, batch, rows, mean, grads, pool);
+            pool::with_pool(Kind::Work, run)
         })
         .collect();
     let mut grads = std::mem::replace(&mut parts[0].grads, Grads::empty());
@@ -305,7 +307,7 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
             grads.add(&part.grads);
         }
     }
-    pool::with_pool(|pool| {
+    pool::with_pool(Kind::Grads, |pool| {
         let others = parts.into_iter().skip(1);
         others.for_each(|part| part.grads.give(pool));
     });

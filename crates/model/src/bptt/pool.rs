@@ -50,10 +50,21 @@ impl<T: Real> Pool<T> {
     }
 }
 
-/// The calling thread's pool for `T`, handed to `f` (a pool already in use further up
-/// this thread's stack leaves `f` an empty one).
-pub fn with_pool<T: Real, R>(f: impl FnOnce(&mut Pool<T>) -> R) -> R {
-    let key = T::pool();
+/// A thread's two pools: one for the buffers of a worker's share of a minibatch, one for
+/// the gradient buffers the calling thread hands to the workers. Apart, because a thread
+/// can be both (rayon runs a share on the calling thread) and the two would take each
+/// other's buffers as best fits (the `[V, H]` decoder gradient would take the `[256, V]`
+/// softmax buffer, which would then be allocated afresh every minibatch).
+#[derive(Clone, Copy)]
+pub enum Kind {
+    Work,
+    Grads,
+}
+
+/// The calling thread's `kind` pool for `T`, handed to `f` (a pool already in use further
+/// up this thread's stack leaves `f` an empty one).
+pub fn with_pool<T: Real, R>(kind: Kind, f: impl FnOnce(&mut Pool<T>) -> R) -> R {
+    let key = T::pool(kind);
     let mut pool = key.with(|p| p.take());
     let result = f(&mut pool);
     key.with(|p| p.replace(pool));

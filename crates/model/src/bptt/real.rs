@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::cell::RefCell;
 use std::ops::{Add, AddAssign, Div, Mul, Sub};
 
-use super::pool::{Pool, PoolKey};
+use super::pool::{Kind, Pool, PoolKey};
 
 /// `f32` or `f64`: what the kernel needs of a number.
 pub trait Real:
@@ -27,8 +27,8 @@ pub trait Real:
     fn exp(self) -> Self;
     fn ln(self) -> Self;
     fn tanh(self) -> Self;
-    /// This thread's buffer pool for the type (`pool.rs`).
-    fn pool() -> PoolKey<Self>;
+    /// This thread's `kind` buffer pool for the type (`pool.rs`).
+    fn pool(kind: Kind) -> PoolKey<Self>;
     /// `1 / (1 + e^-x)` as `(1 + tanh(x / 2)) / 2`, the autodiff engine's formula.
     fn sigmoid(self) -> Self {
         Self::from_f64(0.5) * (self * Self::from_f64(0.5)).tanh() + Self::from_f64(0.5)
@@ -62,9 +62,15 @@ macro_rules! real_common {
         fn ln(self) -> Self {
             <$t>::ln(self)
         }
-        fn pool() -> PoolKey<Self> {
-            thread_local!(static POOL: RefCell<Pool<$t>> = RefCell::default());
-            &POOL
+        fn pool(kind: Kind) -> PoolKey<Self> {
+            thread_local! {
+                static WORK: RefCell<Pool<$t>> = RefCell::default();
+                static GRADS: RefCell<Pool<$t>> = RefCell::default();
+            }
+            match kind {
+                Kind::Work => &WORK,
+                Kind::Grads => &GRADS,
+            }
         }
     };
 }
