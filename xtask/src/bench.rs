@@ -374,6 +374,12 @@ fn compare(args: &BenchArgs, overrides: &[String]) -> Result<serde_json::Value> 
 }
 
 pub fn run(args: &BenchArgs) -> Result<()> {
+    if args.epochs < 2 {
+        bail!(
+            "--epochs {}: give at least 2 (the first epoch of each side is warm-up, left out of the statistics)",
+            args.epochs
+        );
+    }
     let mut all = Vec::new();
     match &args.sweep {
         None => all.push(compare(args, &args.set)?),
