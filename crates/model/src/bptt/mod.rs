@@ -270,7 +270,7 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
         for (c, part) in parts.iter().enumerate() {
             let (lo, n) = (bounds(c), bounds(c + 1) - bounds(c));
             for (r, d) in part.embedded.chunks_exact(E.cols).enumerate() {
-                let x = batch.X[(lo + r % n) * steps + r / n];
+                let x = token_at(batch.X, steps, lo..lo + n, r);
                 let row = &mut dE[x * E.cols..(x + 1) * E.cols];
                 row.iter_mut().zip(d).for_each(|(e, &d)| *e += d);
             }
@@ -313,6 +313,13 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
     });
     out.grads = grads;
     out
+}
+
+/// The id at a worker's local row `r` for its batch rows `rows`: row `t * n + i` is batch
+/// row `rows.start + i` at step `t`, in ids `[batch_size, steps]`.
+fn token_at(ids: &[usize], steps: usize, rows: std::ops::Range<usize>, r: usize) -> usize {
+    let n = rows.len();
+    ids[(rows.start + r % n) * steps + r / n]
 }
 
 /// `sums[j] += sum_r m[r, j]` for a row-major `m` with `sums.len()` columns.

@@ -6,7 +6,7 @@ use std::ops::Range;
 use super::cells::{Grads as StepGrads, Saved, Step};
 use super::pool::Pool;
 use super::widest::lanes;
-use super::{Grads, Mat, Minibatch, Params, Prepared, Real, add_column_sums, matmul};
+use super::{Grads, Mat, Minibatch, Params, Prepared, Real, add_column_sums, matmul, token_at};
 
 pub(super) struct Part<T> {
     pub logits: Option<Vec<T>>,
@@ -75,7 +75,7 @@ pub(super) fn run<T: Real>(
     let (v, h, steps, cell) = (p.W_hq.cols, p.W_hq.rows, batch.num_steps, p.cell);
     let (gh, depth) = (cell.gates() * h, p.layers.len());
     let (lo, n) = (range.start, range.len());
-    let token = |ids: &[usize], r: usize| ids[(lo + r % n) * steps + r / n];
+    let token = |ids: &[usize], r: usize| token_at(ids, steps, range.clone(), r);
     let block = n * h; // one step's [n, H]
     let tn = steps * n; // rows over all steps
     // Layer `l`'s input mask, and the output's at `depth`.
