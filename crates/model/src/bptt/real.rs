@@ -182,12 +182,6 @@ impl<'a, T: Real> Mat<'a, T> {
         self.cs != 1
     }
 
-    /// The elements, when the view is row-major over all of them.
-    pub fn data(&self) -> &'a [T] {
-        assert!(self.cs == 1 && self.rs == self.cols, "a row-major view");
-        &self.data[..self.rows * self.cols]
-    }
-
     /// The matrix row-major: borrowed where it already is, else a copy (products read
     /// contiguous rows faster than strided ones).
     pub fn contiguous(&self) -> Cow<'a, [T]> {

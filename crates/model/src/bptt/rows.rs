@@ -289,9 +289,9 @@ pub(super) fn run<T: Real>(
         let dG = &k.G;
         let dGH_or_dG = if separate { &dGH } else { dG };
         let H_prev = Mat::row_major(&k.H[..tn * h], tn, h);
-        let dGH_or_dG = Mat::row_major(dGH_or_dG, tn, gh);
-        weight_grad(&mut g.W_hh, layer.W_hh, H_prev.t(), dGH_or_dG);
-        add_column_sums(&mut g.b_hh, dGH_or_dG.data());
+        let dA = Mat::row_major(dGH_or_dG, tn, gh);
+        weight_grad(&mut g.W_hh, layer.W_hh, H_prev.t(), dA);
+        add_column_sums(&mut g.b_hh, dGH_or_dG);
         add_column_sums(&mut g.b_ih, dG);
         if k.X.is_empty() {
             // Rows of `[V, G*H]` looked up forward, so added to backward in that layout.
