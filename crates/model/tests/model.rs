@@ -855,8 +855,8 @@ fn fused_engine_equals_autodiff_for_every_model_it_covers() {
 
 #[test]
 fn fused_engine_equals_autodiff_over_several_blocks_of_decoder_rows() {
-    // 40 x 15 = 600 target tokens: more than one block of the host engine's decoder
-    // (256 rows) in each worker, on up to two threads.
+    // 40 x 24 = 960 target tokens: more than one block of the host engine's decoder (at
+    // most 384 rows) in each worker, on up to two threads (one: 3 x 320, two: 2 x 240).
     let device = device();
     let config = ModelConfig::new(ModelKind::Lm, 6, 5)
         .with_cell(CellKind::Lstm)
@@ -866,10 +866,10 @@ fn fused_engine_equals_autodiff_over_several_blocks_of_decoder_rows() {
     let (_, named) = random_model(&config, 9, 0.9, &device);
     let fresh = || Model::from_named(&config, &named, &device).unwrap();
     let ids =
-        |shift: usize| -> Vec<i64> { (0..600).map(|i| ((i * 7 + shift) % 6) as i64).collect() };
+        |shift: usize| -> Vec<i64> { (0..960).map(|i| ((i * 7 + shift) % 6) as i64).collect() };
     let (x, y) = (
-        tokens(&ids(0), [40, 15], &device),
-        tokens(&ids(1), [40, 15], &device),
+        tokens(&ids(0), [40, 24], &device),
+        tokens(&ids(1), [40, 24], &device),
     );
     let h0 = fresh().begin_state(40, &device);
     let a = step_outputs(fresh(), &x, &y, &h0, None, 7, Engine::Autodiff);

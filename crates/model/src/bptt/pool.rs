@@ -53,7 +53,7 @@ impl<T: Real> Pool<T> {
 /// A thread's two pools: one for the buffers of a worker's share of a minibatch, one for
 /// the gradient buffers the calling thread hands to the workers. Apart, because a thread
 /// can be both (rayon runs a share on the calling thread) and the two would take each
-/// other's buffers as best fits (the `[V, H]` decoder gradient would take the `[256, V]`
+/// other's buffers as best fits (the `[V, H]` decoder gradient would take the `[rows, V]`
 /// softmax buffer, which would then be allocated afresh every minibatch).
 #[derive(Clone, Copy)]
 pub enum Kind {
