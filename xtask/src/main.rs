@@ -73,8 +73,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// How long mimalloc keeps freed memory before handing it back to the system: 10 s, not
 /// its default 1 s. Every training step frees and allocates tens of MB (parameter copies,
 /// gradients, the optimizer's new tensors); with 1 s, some of it went back and came again
-/// as fresh pages the kernel zeroes (3% of the large char model's time), for a peak RSS no
-/// lower (PTB, 2 threads: 2.4% faster, peak RSS the same; docs/performance.md).
+/// as fresh pages the kernel zeroes (3% of the large char model's time). Measured: large
+/// char model, 1 thread, +2.1% tokens/s, peak RSS 154 vs 151 MiB; PTB, 2 threads, 2
+/// epochs, +2.7%, 253 vs 242 MiB (docs/performance.md).
 const PURGE_DELAY_MS: std::ffi::c_long = 10_000;
 
 /// `mi_option_purge_delay` in mimalloc v3's `mi_option_t` (`libmimalloc-sys` names only
