@@ -9,7 +9,6 @@ use std::collections::HashMap;
 
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Element, Int, Tensor, TensorData};
-use rayon::prelude::*;
 
 use crate::bptt::{self, Cell, Layer, Masks, Mat, Minibatch, Params, Real};
 use crate::model::name_prefixes;
@@ -42,12 +41,10 @@ pub(crate) fn forward_backward(
             "train.engine = \"fused\" covers one-direction models; use \"autodiff\"".into(),
         ));
     }
-    // Copied out in parallel: with two threads, this copy on one thread while the other
-    // waited was a tenth of PTB's serial time per step.
     let params: HashMap<String, TensorData> = model
         .named_params()
-        .into_par_iter()
-        .map(|(name, p)| (name, p.data()))
+        .iter()
+        .map(|(name, p)| (name.clone(), p.data()))
         .collect();
     let run = Run {
         model,

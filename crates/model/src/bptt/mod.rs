@@ -222,7 +222,7 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
     );
     let prepared: Vec<Prepared<'_, T>> = p
         .layers
-        .par_iter()
+        .iter()
         .enumerate()
         .map(|(l, layer)| {
             let one_hot = l == 0 && p.embedding.is_none();
@@ -264,28 +264,17 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
         })
         .collect();
     let mut grads = std::mem::replace(&mut parts[0].grads, Grads::empty());
-    // The embedding's gradient: every worker's rows added in worker and row order. The
-    // `[V, E]` buffer (PTB's: 8 MB) zeroed across the threads, and filled in `chunks`
-    // blocks of rows in parallel (each reads every worker's token ids, adds those in it).
+    // The embedding's gradient: every worker's rows added in worker and row order.
     grads.embedding = p.embedding.map(|E| {
-        let zeros = (0..E.rows * E.cols).into_par_iter().map(|_| T::ZERO);
-        let mut dE: Vec<T> = zeros.collect();
-        let block = E.rows.div_ceil(chunks).max(1);
-        dE.par_chunks_mut(block * E.cols)
-            .enumerate()
-            .for_each(|(i, dE)| {
-                let first = i * block;
-                for (c, part) in parts.iter().enumerate() {
-                    let (lo, n) = (bounds(c), bounds(c + 1) - bounds(c));
-                    for (r, d) in part.embedded.chunks_exact(E.cols).enumerate() {
-                        let x = token_at(batch.X, steps, lo..lo + n, r);
-                        if (first..first + block).contains(&x) {
-                            let row = &mut dE[(x - first) * E.cols..][..E.cols];
-                            row.iter_mut().zip(d).for_each(|(e, &d)| *e += d);
-                        }
-                    }
-                }
-            });
+        let mut dE = vec![T::ZERO; E.rows * E.cols];
+        for (c, part) in parts.iter().enumerate() {
+            let (lo, n) = (bounds(c), bounds(c + 1) - bounds(c));
+            for (r, d) in part.embedded.chunks_exact(E.cols).enumerate() {
+                let x = token_at(batch.X, steps, lo..lo + n, r);
+                let row = &mut dE[x * E.cols..(x + 1) * E.cols];
+                row.iter_mut().zip(d).for_each(|(e, &d)| *e += d);
+            }
+        }
         dE
     });
 
