@@ -29,7 +29,7 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| {
                     let m = model.take().unwrap();
                     let state = m.begin_state(32, &device);
-                    let step = train_step(
+                    let (next, step) = train_step(
                         m,
                         &mut optimizer,
                         x.clone(),
@@ -43,7 +43,7 @@ fn bench(c: &mut Criterion) {
                     )
                     .unwrap();
                     let _ = step.loss.into_scalar::<f32>();
-                    model = Some(step.model);
+                    model = Some(next);
                 })
             });
         }

@@ -36,16 +36,7 @@ pub(crate) fn forward_backward(
     dropout: Option<&mut Dropout>,
     pass: Pass,
 ) -> Result<Gradients, ModelError> {
-    if !fused_supported(model) {
-        return Err(ModelError::Config(
-            "train.engine = \"fused\" covers one-direction models; use \"autodiff\"".into(),
-        ));
-    }
-    let params: HashMap<String, TensorData> = model
-        .named_params()
-        .iter()
-        .map(|(name, p)| (name.clone(), p.data()))
-        .collect();
+    let params = HostParams::of(model)?;
     let run = Run {
         model,
         x,
@@ -55,9 +46,9 @@ pub(crate) fn forward_backward(
         dropout,
         pass,
     };
-    match params.values().next().map(TensorData::dtype) {
-        Some(DType::F64) => run.go::<f64>(params),
-        _ => run.go::<f32>(params),
+    match params.dtype() {
+        DType::F64 => Ok(run.go::<f64>(&params)?.into_gradients(model)),
+        _ => Ok(run.go::<f32>(&params)?.into_gradients(model)),
     }
 }
 
@@ -83,44 +74,101 @@ fn tokens(t: &Tensor<2, Int>, vocab_size: usize, what: &str) -> Result<Vec<usize
         .collect()
 }
 
-/// The parameters on the host, by name, read in place as the element type.
-struct HostParams<T>(HashMap<String, TensorData>, std::marker::PhantomData<T>);
+/// A model's parameters on the host, by name, all in one element type (the model's).
+pub(crate) struct HostParams(HashMap<String, TensorData>);
 
-impl<T: Real + Element> HostParams<T> {
-    fn new(params: HashMap<String, TensorData>) -> Self {
+impl HostParams {
+    /// Copies `model`'s parameters out of their tensors.
+    pub(crate) fn of(model: &Model) -> Result<Self, ModelError> {
+        if !fused_supported(model) {
+            return Err(ModelError::Config(
+                "train.engine = \"fused\" covers one-direction models; use \"autodiff\"".into(),
+            ));
+        }
+        let params: HashMap<String, TensorData> = model
+            .named_params()
+            .iter()
+            .map(|(name, p)| (name.clone(), p.data()))
+            .collect();
+        let dtype = match params.values().next().map(TensorData::dtype) {
+            Some(DType::F64) => DType::F64,
+            _ => DType::F32,
+        };
         let converted = params
             .into_iter()
-            .map(|(name, data)| (name, data.convert::<T>()));
-        Self(converted.collect(), std::marker::PhantomData)
+            .map(|(name, data)| (name, data.convert_dtype(dtype)));
+        Ok(Self(converted.collect()))
     }
 
-    fn get(&self, name: &str) -> &[T] {
-        self.0[name]
-            .as_slice::<T>()
-            .expect("converted to the element type")
+    pub(crate) fn dtype(&self) -> DType {
+        self.0.values().next().map_or(DType::F32, TensorData::dtype)
+    }
+
+    fn get<T: Element>(&self, name: &str) -> &[T] {
+        self.0[name].as_slice::<T>().expect("in the element type")
+    }
+
+    pub(crate) fn get_mut<T: Element>(&mut self, name: &str) -> &mut [T] {
+        self.0
+            .get_mut(name)
+            .expect("a parameter of the model")
+            .as_mut_slice::<T>()
+            .expect("in the element type")
+    }
+
+    /// The values of every parameter, by name (copies).
+    pub(crate) fn to_named(&self) -> HashMap<String, TensorData> {
+        self.0.clone()
+    }
+
+    pub(crate) fn into_named(self) -> HashMap<String, TensorData> {
+        self.0
+    }
+}
+
+/// What a pass of the kernel hands back: the gradients on the host in the model's
+/// parameter order, beside the rest of `Gradients` (its `grads` not yet filled).
+pub(crate) struct HostPass<T> {
+    pub(crate) grads: Vec<Vec<T>>,
+    pub(crate) rest: Gradients,
+}
+
+impl<T: Real + Element> HostPass<T> {
+    /// The gradients as tensors under their parameters' ids, for an optimizer.
+    fn into_gradients(self, model: &Model) -> Gradients {
+        let inner = self.rest.token_losses.device().inner();
+        let mut rest = self.rest;
+        for ((_, param), values) in model.named_params().iter().zip(self.grads) {
+            let data = TensorData::new(values, param.shape());
+            match data.shape().len() {
+                1 => rest
+                    .grads
+                    .register(param.id(), Tensor::<1>::from_data(data, &inner)),
+                _ => rest
+                    .grads
+                    .register(param.id(), Tensor::<2>::from_data(data, &inner)),
+            }
+        }
+        rest
     }
 }
 
 /// One call of the kernel: its inputs beside the model.
-struct Run<'a> {
-    model: &'a Model,
-    x: &'a Tensor<2, Int>,
-    y: &'a Tensor<2, Int>,
-    state: State,
-    scales: Option<&'a [f64]>,
-    dropout: Option<&'a mut Dropout>,
-    pass: Pass,
+pub(crate) struct Run<'a> {
+    pub(crate) model: &'a Model,
+    pub(crate) x: &'a Tensor<2, Int>,
+    pub(crate) y: &'a Tensor<2, Int>,
+    pub(crate) state: State,
+    pub(crate) scales: Option<&'a [f64]>,
+    pub(crate) dropout: Option<&'a mut Dropout>,
+    pub(crate) pass: Pass,
 }
 
 impl Run<'_> {
-    fn go<T: Real + Element>(
-        self,
-        params: HashMap<String, TensorData>,
-    ) -> Result<Gradients, ModelError> {
+    pub(crate) fn go<T: Real + Element>(self, p: &HostParams) -> Result<HostPass<T>, ModelError> {
         let model = self.model;
         let device = self.x.device();
         let [batch_size, num_steps] = self.x.dims();
-        let p = HostParams::<T>::new(params);
         let v = model.vocab_size();
         let names = Names::of(model);
         let (cell, depth, h) = match model {
@@ -137,14 +185,14 @@ impl Run<'_> {
             ),
         };
         let gh = cell.gates() * h;
-        let e = names.embedding.as_ref().map(|n| p.get(n).len() / v);
+        let e = names.embedding.as_ref().map(|n| p.get::<T>(n).len() / v);
         let first_input = e.unwrap_or(v);
         // PyTorch stores `[out, in]`, the transpose of the book's `x W`.
         let orient = |name: &str, rows, cols| {
             if names.transposed {
-                Mat::row_major(p.get(name), cols, rows).t()
+                Mat::row_major(p.get::<T>(name), cols, rows).t()
             } else {
-                Mat::row_major(p.get(name), rows, cols)
+                Mat::row_major(p.get::<T>(name), rows, cols)
             }
         };
         let no_bias = vec![T::ZERO; gh];
@@ -152,14 +200,14 @@ impl Run<'_> {
             .map(|l| Layer {
                 W_ih: orient(&names.W_ih[l], if l == 0 { first_input } else { h }, gh),
                 W_hh: orient(&names.W_hh[l], h, gh),
-                b_ih: p.get(&names.b_ih[l]),
-                b_hh: names.b_hh.as_ref().map_or(&no_bias, |b| p.get(&b[l])),
+                b_ih: p.get::<T>(&names.b_ih[l]),
+                b_hh: names.b_hh.as_ref().map_or(&no_bias, |b| p.get::<T>(&b[l])),
             })
             .collect();
         let embedding = names
             .embedding
             .as_ref()
-            .map(|n| Mat::row_major(p.get(n), v, first_input));
+            .map(|n| Mat::row_major(p.get::<T>(n), v, first_input));
         let W_hq = match &names.W_hq {
             Some(name) => orient(name, h, v),
             None => embedding.expect("a tied decoder has an embedding").t(),
@@ -169,7 +217,7 @@ impl Run<'_> {
             embedding,
             layers: &layers,
             W_hq,
-            b_q: p.get(&names.b_q),
+            b_q: p.get::<T>(&names.b_q),
         };
         // The masks in the order the autodiff engine draws them: embedding, the inputs of
         // the layers above the first, the last layer's output.
@@ -256,28 +304,22 @@ impl Run<'_> {
             }
             Pass::Inspect => None,
         };
-        let inner = device.clone().inner();
-        let mut grads = GradientsParams::new();
-        for ((_, param), values) in named.iter().zip(values) {
-            let data = TensorData::new(values, param.shape());
-            match data.shape().len() {
-                1 => grads.register(param.id(), Tensor::<1>::from_data(data, &inner)),
-                _ => grads.register(param.id(), Tensor::<2>::from_data(data, &inner)),
-            }
-        }
         let state =
             |s: Vec<T>| Tensor::from_data(TensorData::new(s, [depth, batch_size, h]), &device);
-        Ok(Gradients {
-            grads,
-            logits: out
-                .logits
-                .map(|l| Tensor::from_data(TensorData::new(l, [rows, v]), &device)),
-            token_losses: Tensor::from_data(TensorData::new(out.token_losses, [rows]), &device),
-            state: State {
-                h: state(out.H),
-                c: out.C.map(state),
+        Ok(HostPass {
+            grads: values,
+            rest: Gradients {
+                grads: GradientsParams::new(),
+                logits: out
+                    .logits
+                    .map(|l| Tensor::from_data(TensorData::new(l, [rows, v]), &device)),
+                token_losses: Tensor::from_data(TensorData::new(out.token_losses, [rows]), &device),
+                state: State {
+                    h: state(out.H),
+                    c: out.C.map(state),
+                },
+                clipped,
             },
-            clipped,
         })
     }
 }

@@ -244,6 +244,13 @@ impl NamedParam<'_> {
         }
     }
 
+    pub fn device(&self) -> Device {
+        match self {
+            Self::Vector(p) => p.val().device(),
+            Self::Matrix(p) => p.val().device(),
+        }
+    }
+
     pub fn data(&self) -> TensorData {
         match self {
             Self::Vector(p) => p.val().into_data(),
@@ -281,7 +288,11 @@ struct Replace<'a> {
 impl ModuleMapper for Replace<'_> {
     fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
         match self.values.remove(&param.id) {
-            Some(data) => Param::from_tensor(Tensor::from_data(data, self.device)),
+            // The same parameter (id, trainability) with new values.
+            Some(data) => param.map(|old| {
+                let trainable = old.is_require_grad();
+                Tensor::from_data(data, self.device).set_require_grad(trainable)
+            }),
             None => param,
         }
     }
@@ -411,6 +422,23 @@ impl Model {
             values.insert(p.id(), tensors.get(&name, &p.shape())?);
         }
         Ok(template.map(&mut Replace { values, device }))
+    }
+
+    /// The same model with the parameters `values` names given new values (the others kept).
+    pub(crate) fn with_named(self, mut values: HashMap<String, TensorData>) -> Self {
+        let device = match self.named_params().first() {
+            Some((_, p)) => p.device(),
+            None => return self,
+        };
+        let values = self
+            .named_params()
+            .iter()
+            .filter_map(|(name, p)| values.remove(name).map(|data| (p.id(), data)))
+            .collect();
+        self.map(&mut Replace {
+            values,
+            device: &device,
+        })
     }
 
     /// Writes `model.bpk` (Burn's burnpack record) atomically into `dir`.

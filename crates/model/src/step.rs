@@ -48,13 +48,24 @@ pub(crate) enum Pass {
 
 /// What one update did, for logging.
 pub struct StepResult {
-    pub model: Model,
     pub loss: Tensor<1>,
     /// The loss of every target token (detached), for reports that sum them on the host:
     /// a parallel device-side mean may associate differently from run to run.
     pub token_losses: Tensor<1>,
     pub state: State,
     pub grad_norm: Option<Tensor<1>>,
+}
+
+impl StepResult {
+    /// What a training pass did, its gradients clipped (`clipped`: the norm before).
+    pub(crate) fn of(g: Gradients) -> Self {
+        Self {
+            loss: g.token_losses.clone().mean().detach(),
+            token_losses: g.token_losses.detach(),
+            state: g.state.detach(),
+            grad_norm: g.clipped,
+        }
+    }
 }
 
 /// How a training step computes its gradients.
@@ -124,7 +135,8 @@ fn gradients_for(
     }
 }
 
-/// `gradients`, clipping (`clipping`), `optimizer.step(lr)`.
+/// `gradients`, clipping (`clipping`), `optimizer.step(lr)`: the updated model and what
+/// the step did.
 #[allow(clippy::too_many_arguments)]
 pub fn train_step(
     model: Model,
@@ -137,8 +149,8 @@ pub fn train_step(
     engine: Engine,
     clipping: Clipping,
     lr: f64,
-) -> Result<StepResult, ModelError> {
-    let g = gradients_for(
+) -> Result<(Model, StepResult), ModelError> {
+    let mut g = gradients_for(
         &model,
         x,
         y,
@@ -148,18 +160,12 @@ pub fn train_step(
         engine,
         Pass::Train(clipping),
     )?;
-    let (clipped, grad_norm) = match g.clipped {
-        Some(norm) => (g.grads, Some(norm)),
-        None => clipping.apply(&model, g.grads),
-    };
-    let model = optimizer.step(lr, model, clipped);
-    Ok(StepResult {
-        model,
-        loss: g.token_losses.clone().mean().detach(),
-        token_losses: g.token_losses.detach(),
-        state: g.state.detach(),
-        grad_norm,
-    })
+    let mut grads = std::mem::replace(&mut g.grads, GradientsParams::new());
+    if g.clipped.is_none() {
+        (grads, g.clipped) = clipping.apply(&model, grads);
+    }
+    let model = optimizer.step(lr, model, grads);
+    Ok((model, StepResult::of(g)))
 }
 
 /// Perplexity of `tokens` read as word_language_model's `evaluate`: cut into `batch_size`

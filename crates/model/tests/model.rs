@@ -657,8 +657,8 @@ fn step_outputs(
         value: Some(0.05),
     };
     let mut sgd = burn::optim::SgdConfig::new().init();
-    let step = train_step(
-        model,
+    let (updated, step) = train_step(
+        model.clone(),
         &mut sgd,
         x.clone(),
         y.clone(),
@@ -670,9 +670,24 @@ fn step_outputs(
         0.3,
     )
     .unwrap();
+    let start = out.len();
     out.push(step.grad_norm.unwrap().into_scalar::<f64>());
-    for (_, p) in step.model.named_params() {
+    for (_, p) in updated.named_params() {
         out.extend(p.data().iter::<f64>());
+    }
+    if engine == Engine::Fused {
+        // The host engine's own SGD: the same step, to the last bit, Burn's `Sgd` left out.
+        let mut host = HostSgd::new(model.clone()).unwrap();
+        let mut dropout = Dropout::new(model.dropout(), seed);
+        let (x, y, h0) = (x.clone(), y.clone(), h0.clone());
+        let step = host
+            .step(x, y, h0, scales, Some(&mut dropout), clipping, 0.3)
+            .unwrap();
+        let mut same = vec![step.grad_norm.unwrap().into_scalar::<f64>()];
+        for (_, p) in host.into_model().named_params() {
+            same.extend(p.data().iter::<f64>());
+        }
+        assert_eq!(same, out[start..], "HostSgd's step equals train_step's");
     }
     out
 }
@@ -833,10 +848,10 @@ fn fused_engine_equals_autodiff_for_every_model_it_covers() {
         let h0 = model.begin_state(3, &device);
         let mut optimizer = burn::optim::SgdConfig::new().init();
         let step = train_step(
-            model,
+            model.clone(),
             &mut optimizer,
             x.clone(),
-            y,
+            y.clone(),
             h0,
             None,
             None,
@@ -844,7 +859,17 @@ fn fused_engine_equals_autodiff_for_every_model_it_covers() {
             Clipping::norm(1.0),
             1.0,
         );
-        step.err().unwrap().to_string()
+        let message = step.err().unwrap().to_string();
+        let host = HostSgd::new(model).and_then(|mut host| {
+            let h0 = host.model().begin_state(3, &device);
+            host.step(x.clone(), y, h0, None, None, Clipping::norm(1.0), 1.0)
+        });
+        assert_eq!(
+            host.err().unwrap().to_string(),
+            message,
+            "HostSgd says the same"
+        );
+        message
     };
     let bidirectional = ModelConfig::new(ModelKind::Concise, 6, 5).with_bidirectional(true);
     assert!(!fused_supported(&bidirectional.init(0, &device).unwrap()));

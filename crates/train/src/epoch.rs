@@ -11,9 +11,10 @@ use burn::tensor::Device;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rnnlm_data::epoch_batches;
-use rnnlm_model::{Dropout, Engine, Model, State, randomized_truncation, train_step};
+use rnnlm_model::{Dropout, Engine, HostSgd, Model, State, randomized_truncation, train_step};
 use serde::{Deserialize, Serialize};
 
+use crate::learner::host_sgd;
 use crate::progress::PartialEpoch;
 use crate::{StateMode, TrainConfig, TrainSection, Truncation};
 
@@ -41,10 +42,11 @@ pub struct EpochTrain {
     pub last_loss: f64,
 }
 
-/// Called after every minibatch with the model and the epoch's training so far (a
+/// Called after every minibatch with the model (written out when called: the host
+/// engine's SGD keeps the parameters elsewhere) and the epoch's training so far (a
 /// progress bar, validation every `train.eval_every` minibatches); its time is not
 /// counted as training time.
-pub type MinibatchHook<'a> = &'a mut dyn FnMut(&Model, EpochTrain) -> Result<()>;
+pub type MinibatchHook<'a> = &'a mut dyn FnMut(&dyn Fn() -> Model, EpochTrain) -> Result<()>;
 
 /// The minibatch count of one epoch (the sampler's and `train.truncation`'s).
 fn epoch_steps(t: &TrainSection, len: usize) -> usize {
@@ -82,7 +84,7 @@ impl EpochOutcome {
 /// One epoch of `train_epoch_ch8` on `tokens` at learning rate `lr`: the minibatches of
 /// `epoch` (drawn from `t.seed` and the epoch number), a step on each, the state carried
 /// or reset per `t.state`, from `start` on. Stops before the next minibatch when `stop`
-/// is set.
+/// is set. Plain SGD on the host engine (`host_sgd`) updates the parameters on the host.
 #[allow(clippy::too_many_arguments)]
 pub fn train_epoch(
     mut model: Model,
@@ -116,6 +118,10 @@ pub fn train_epoch(
         last_loss: p.last_loss,
     };
     let mut state = start.state;
+    let mut host = match host_sgd(t, engine) {
+        true => Some(HostSgd::new(model.clone())?),
+        false => None,
+    };
     for (i, batch) in batches.iter().enumerate() {
         // Drawn for every minibatch, trained or skipped, so a continued epoch draws alike.
         let scales = (t.truncation == Truncation::Randomized)
@@ -128,6 +134,7 @@ pub fn train_epoch(
                 done: Some(sums),
                 state,
             };
+            let model = host.map_or(model, HostSgd::into_model);
             return Ok((model, EpochOutcome::Stopped(Box::new(start))));
         }
         let began = Instant::now();
@@ -137,19 +144,26 @@ pub fn train_epoch(
             _ => model.begin_state(t.batch_size, device),
         };
         let mut dropout = Dropout::new(model.dropout(), minibatch_seed(t.seed, epoch, i));
-        let step = train_step(
-            model,
-            optimizer,
-            x,
-            y,
-            state_in,
-            scales.as_deref(),
-            Some(&mut dropout),
-            engine,
-            config.clipping(),
-            lr,
-        )?;
-        model = step.model;
+        let (scales, clipping) = (scales.as_deref(), config.clipping());
+        let step = match host.as_mut() {
+            Some(host) => host.step(x, y, state_in, scales, Some(&mut dropout), clipping, lr)?,
+            None => {
+                let (next, step) = train_step(
+                    model,
+                    optimizer,
+                    x,
+                    y,
+                    state_in,
+                    scales,
+                    Some(&mut dropout),
+                    engine,
+                    clipping,
+                    lr,
+                )?;
+                model = next;
+                step
+            }
+        };
         state = Some(step.state);
         let batch_loss: f64 = step.token_losses.into_data().iter::<f64>().sum();
         // A mean loss beyond ~709 nats is an infinite perplexity: diverged as surely as NaN.
@@ -169,8 +183,10 @@ pub fn train_epoch(
             last_loss: batch_loss / batch.y.len() as f64,
         };
         if let Some(hook) = hook.as_mut() {
-            hook(&model, so_far(&sums))?;
+            let current = || host.as_ref().map_or_else(|| model.clone(), HostSgd::model);
+            hook(&current, so_far(&sums))?;
         }
     }
+    let model = host.map_or(model, HostSgd::into_model);
     Ok((model, EpochOutcome::Done(so_far(&sums))))
 }

@@ -98,6 +98,15 @@ pub fn new_optimizer(t: &TrainSection) -> ModuleOptimizer {
     }
 }
 
+/// Whether a step is plain SGD on the host engine (`new_optimizer`'s `Sgd` with neither
+/// momentum nor weight decay: `p -= lr * g`), which `HostSgd` does in place on the host.
+pub fn host_sgd(t: &TrainSection, engine: Engine) -> bool {
+    engine == Engine::Fused
+        && t.optimizer == Optimizer::Sgd
+        && t.momentum == 0.0
+        && t.weight_decay == 0.0
+}
+
 /// The learning rate after epoch `epoch` (1-based) ended at `lr`; `improved`: whether the
 /// epoch lowered the best validation perplexity.
 pub fn next_lr(t: &TrainSection, lr: f64, epoch: usize, improved: bool) -> f64 {
@@ -301,7 +310,7 @@ impl Session<'_> {
             let first_step = progress.step;
             let bar = terminal.then(|| progress_bar(epoch + 1, t.num_epochs));
             let validates = !self.corpus.valid.is_empty() && t.eval_every > 0;
-            let mut hook = |m: &Model, train: EpochTrain| -> Result<()> {
+            let mut hook = |m: &dyn Fn() -> Model, train: EpochTrain| -> Result<()> {
                 if let Some(bar) = &bar {
                     bar.set_length(train.of as u64);
                     bar.set_position(train.minibatches as u64);
@@ -336,7 +345,7 @@ impl Session<'_> {
                     tokens_per_sec: train.tokens_per_sec,
                     seconds: elapsed + started.elapsed().as_secs_f64(),
                 };
-                let row = self.validate(m, &mut progress, row)?;
+                let row = self.validate(&m(), &mut progress, row)?;
                 progress.metrics.push(row);
                 self.run.write_metrics(&progress.metrics, &title)
             };

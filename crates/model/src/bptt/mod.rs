@@ -266,7 +266,7 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
     let mut grads = std::mem::replace(&mut parts[0].grads, Grads::empty());
     // The embedding's gradient: every worker's rows added in worker and row order.
     grads.embedding = p.embedding.map(|E| {
-        let mut dE = vec![T::ZERO; E.rows * E.cols];
+        let mut dE = pool::with_pool(Kind::Grads, |pool| pool.zeros(E.rows * E.cols));
         for (c, part) in parts.iter().enumerate() {
             let (lo, n) = (bounds(c), bounds(c + 1) - bounds(c));
             for (r, d) in part.embedded.chunks_exact(E.cols).enumerate() {
@@ -313,6 +313,15 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
     });
     out.grads = grads;
     out
+}
+
+/// Gradient buffers a caller is done with, kept for the next `forward_backward` on this
+/// thread (which would otherwise take fresh memory for them: page faults, the kernel
+/// zeroing every page).
+pub fn recycle<T: Real>(buffers: impl IntoIterator<Item = Vec<T>>) {
+    pool::with_pool(Kind::Grads, |pool| {
+        buffers.into_iter().for_each(|b| pool.give(b))
+    });
 }
 
 /// The id at a worker's local row `r` for its batch rows `rows`: row `t * n + i` is batch
