@@ -123,6 +123,17 @@ impl Clipping {
     /// tensors): the same rule, the norm summed in f64. Returns the norm before any norm
     /// clipping.
     pub fn apply_host<T: Real>(&self, grads: &mut [&mut [T]]) -> f64 {
+        let (norm, factor) = self.clip_host(grads);
+        if let Some(factor) = factor {
+            scale_host(grads, factor);
+        }
+        norm
+    }
+
+    /// `apply_host` but for the norm's factor, returned for the caller to multiply by (as
+    /// `scale_host` does; an optimizer can fold it into its update): the norm before any
+    /// norm clipping and `Some(theta / norm)` where that is below 1.
+    pub fn clip_host<T: Real>(&self, grads: &mut [&mut [T]]) -> (f64, Option<T>) {
         // Tensor by tensor across the threads; the norm's terms summed in order, so that
         // it rounds alike in every run.
         if let Some(limit) = self.value {
@@ -133,15 +144,18 @@ impl Clipping {
         }
         let squares: Vec<f64> = grads.par_iter().map(|g| sum_of_squares(g)).collect();
         let norm = squares.iter().sum::<f64>().sqrt();
-        if let Some(theta) = self.norm {
-            // As `grad_clipping`: the factor rounded to the gradients' type first.
-            let factor = T::from_f64(theta) / T::from_f64(norm);
-            if factor < T::ONE {
-                grads.par_iter_mut().for_each(|g| {
-                    g.iter_mut().for_each(|g| *g = *g * factor);
-                });
-            }
-        }
-        norm
+        // As `grad_clipping`: the factor rounded to the gradients' type first.
+        let factor = self
+            .norm
+            .map(|theta| T::from_f64(theta) / T::from_f64(norm))
+            .filter(|&factor| factor < T::ONE);
+        (norm, factor)
     }
+}
+
+/// `g *= factor` for every gradient, across the threads.
+pub(crate) fn scale_host<T: Real>(grads: &mut [&mut [T]], factor: T) {
+    grads.par_iter_mut().for_each(|g| {
+        g.iter_mut().for_each(|g| *g = *g * factor);
+    });
 }

@@ -11,6 +11,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::{DType, Element, Int, Tensor, TensorData};
 
 use crate::bptt::{self, Cell, Layer, Masks, Mat, Minibatch, Params, Real};
+use crate::clip::scale_host;
 use crate::model::name_prefixes;
 use crate::step::{Gradients, Pass};
 use crate::{CellKind, Dropout, Model, ModelConfig, ModelError, ModelKind, RnnModel, State};
@@ -130,12 +131,18 @@ impl HostParams {
 /// parameter order, beside the rest of `Gradients` (its `grads` not yet filled).
 pub(crate) struct HostPass<T> {
     pub(crate) grads: Vec<Vec<T>>,
+    /// The norm clipping's factor, which `grads` are still to be multiplied by.
+    pub(crate) scale: Option<T>,
     pub(crate) rest: Gradients,
 }
 
 impl<T: Real + Element> HostPass<T> {
     /// The gradients as tensors under their parameters' ids, for an optimizer.
-    fn into_gradients(self, model: &Model) -> Gradients {
+    fn into_gradients(mut self, model: &Model) -> Gradients {
+        if let Some(factor) = self.scale {
+            let mut all: Vec<&mut [T]> = self.grads.iter_mut().map(Vec::as_mut_slice).collect();
+            scale_host(&mut all, factor);
+        }
         let inner = self.rest.token_losses.device().inner();
         let mut rest = self.rest;
         for ((_, param), values) in model.named_params().iter().zip(self.grads) {
@@ -293,21 +300,20 @@ impl Run<'_> {
                     .expect("the kernel computes a gradient for every parameter")
             })
             .collect();
-        let clipped = match self.pass {
+        let (clipped, scale) = match self.pass {
             Pass::Train(clipping) => {
                 let mut all: Vec<&mut [T]> = values.iter_mut().map(Vec::as_mut_slice).collect();
-                let norm = clipping.apply_host(&mut all);
-                Some(Tensor::from_data(
-                    TensorData::new(vec![T::from_f64(norm)], [1]),
-                    &device,
-                ))
+                let (norm, scale) = clipping.clip_host(&mut all);
+                let norm = TensorData::new(vec![T::from_f64(norm)], [1]);
+                (Some(Tensor::from_data(norm, &device)), scale)
             }
-            Pass::Inspect => None,
+            Pass::Inspect => (None, None),
         };
         let state =
             |s: Vec<T>| Tensor::from_data(TensorData::new(s, [depth, batch_size, h]), &device);
         Ok(HostPass {
             grads: values,
+            scale,
             rest: Gradients {
                 grads: GradientsParams::new(),
                 logits: out

@@ -84,14 +84,22 @@ fn update<T: Real + Element>(
     lr: f64,
 ) -> Result<StepResult, ModelError> {
     let pass = run.go::<T>(params)?;
-    // As Burn's `Sgd`: `p - g * lr`, the rate rounded to the element type.
+    // As the clipping then Burn's `Sgd`: `p - (g * scale) * lr`, the rate rounded to the
+    // element type; in one pass.
     let lr = T::from_f64(lr);
+    let update = |p: &mut [T], g: &[T]| match pass.scale {
+        Some(s) => p
+            .iter_mut()
+            .zip(g)
+            .for_each(|(p, &g)| *p = *p - (g * s) * lr),
+        None => p.iter_mut().zip(g).for_each(|(p, &g)| *p = *p - g * lr),
+    };
     for (name, g) in names.iter().zip(&pass.grads) {
         params
             .get_mut::<T>(name)
             .par_chunks_mut(CHUNK)
             .zip(g.par_chunks(CHUNK))
-            .for_each(|(p, g)| p.iter_mut().zip(g).for_each(|(p, &g)| *p = *p - g * lr));
+            .for_each(|(p, g)| update(p, g));
     }
     bptt::recycle(pass.grads);
     Ok(StepResult::of(pass.rest))
