@@ -188,5 +188,10 @@ pub fn train_epoch(
         }
     }
     let model = host.map_or(model, HostSgd::into_model);
+    if engine == Engine::Fused {
+        // The evaluation after an epoch reuses the host engine's memory (PTB: its peak RSS
+        // otherwise stacks Burn's `[rows, V]` tensors on the engine's buffers).
+        rnnlm_model::bptt::release();
+    }
     Ok((model, EpochOutcome::Done(so_far(&sums))))
 }

@@ -73,3 +73,20 @@ pub fn with_pool<T: Real, R>(kind: Kind, f: impl FnOnce(&mut Pool<T>) -> R) -> R
 
 /// Where `Real` types keep their per-thread pools.
 pub type PoolKey<T> = &'static LocalKey<RefCell<Pool<T>>>;
+
+/// Every buffer the pools of this thread and of rayon's workers keep, freed: for the end
+/// of a run of training, so that what comes next (an evaluation's tensors) reuses the
+/// memory instead of taking more.
+pub fn release() {
+    fn clear<T: Real>() {
+        for kind in [Kind::Work, Kind::Grads] {
+            T::pool(kind).with(|p| p.take());
+        }
+    }
+    let here = || {
+        clear::<f32>();
+        clear::<f64>();
+    };
+    here();
+    rayon::broadcast(|_| here());
+}
