@@ -14,7 +14,7 @@ use clap::Args;
 
 use crate::backend::{Backend, DeviceArgs, Dtype};
 use rnnlm_model::ModelKind;
-use rnnlm_train::{TrainConfig, new_optimizer, train_epoch};
+use rnnlm_train::{RunOptimizer, TrainConfig, train_epoch};
 use serde_json::json;
 
 #[derive(Debug, Clone, Args)]
@@ -74,7 +74,7 @@ pub fn worker(args: &WorkerArgs) -> Result<()> {
     let mut model = config
         .model_config(corpus.vocab.len())
         .init(t.seed, &device)?;
-    let mut optimizer = new_optimizer(t);
+    let mut optimizer = RunOptimizer::new(t, engine);
     let never = AtomicBool::new(false);
     let stdin = std::io::stdin();
     for (epoch, line) in stdin.lock().lines().enumerate() {

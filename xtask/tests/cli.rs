@@ -658,8 +658,9 @@ fn word_level_and_lyrics_runs_work() {
 #[test]
 fn ctrl_c_checkpoints_within_the_epoch_and_the_resumed_run_equals_an_uninterrupted_one() {
     // An LSTM with dropout whose state is carried across minibatches (saved with the
-    // checkpoint), validation within epochs and a plateau schedule: all must continue
-    // exactly from the minibatch where Ctrl-C stopped it.
+    // checkpoint), validation within epochs, a plateau schedule and Adam on the host
+    // engine (its moments in the checkpoint): all must continue exactly from the
+    // minibatch where Ctrl-C stopped it.
     let dir = tmp("sigint");
     let common = [
         "--config",
@@ -684,6 +685,8 @@ fn ctrl_c_checkpoints_within_the_epoch_and_the_resumed_run_equals_an_uninterrupt
         "train.schedule=\"plateau\"",
         "--set",
         "train.eval_every=50",
+        "--set",
+        "train.optimizer=\"adam\"",
         "--quiet",
     ];
     let full = dir.join("full");
@@ -711,6 +714,8 @@ fn ctrl_c_checkpoints_within_the_epoch_and_the_resumed_run_equals_an_uninterrupt
         latest.matches('-').count() == 2,
         "not a checkpoint within an epoch: {latest}"
     );
+    let host_state = run.join("checkpoints").join(latest.trim());
+    assert!(host_state.join("optim-host.safetensors").exists());
     ok(&["generate", "--checkpoint", s(&run), "--prefix", "ROMEO"]);
     ok(&["train", "--resume", s(&run), "--quiet"]);
     assert_eq!(metric_rows(&run), metric_rows(&full));

@@ -101,6 +101,10 @@ impl HostParams {
         Ok(Self(converted.collect()))
     }
 
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&String, &TensorData)> {
+        self.0.iter()
+    }
+
     pub(crate) fn dtype(&self) -> DType {
         self.0.values().next().map_or(DType::F32, TensorData::dtype)
     }

@@ -670,24 +670,12 @@ fn step_outputs(
         0.3,
     )
     .unwrap();
-    let start = out.len();
     out.push(step.grad_norm.unwrap().into_scalar::<f64>());
     for (_, p) in updated.named_params() {
         out.extend(p.data().iter::<f64>());
     }
     if engine == Engine::Fused {
-        // The host engine's own SGD: the same step, to the last bit, Burn's `Sgd` left out.
-        let mut host = HostSgd::new(model.clone()).unwrap();
-        let mut dropout = Dropout::new(model.dropout(), seed);
-        let (x, y, h0) = (x.clone(), y.clone(), h0.clone());
-        let step = host
-            .step(x, y, h0, scales, Some(&mut dropout), clipping, 0.3)
-            .unwrap();
-        let mut same = vec![step.grad_norm.unwrap().into_scalar::<f64>()];
-        for (_, p) in host.into_model().named_params() {
-            same.extend(p.data().iter::<f64>());
-        }
-        assert_eq!(same, out[start..], "HostSgd's step equals train_step's");
+        host_optimizers_equal_burns(&model, x, y, h0, scales, seed, clipping);
     }
     out
 }
@@ -752,6 +740,72 @@ fn host_clipping_equals_clipping_the_tensors() {
         );
         let tensor_norm = tensor_norm.unwrap().into_scalar::<f64>();
         assert!((host_norm - tensor_norm).abs() < 1e-12 * tensor_norm);
+    }
+}
+
+/// The host engine's own SGD and Adam over two steps (Adam's second reads the moments of
+/// the first) equal, to the last bit, the engine's gradients through Burn's optimizers.
+fn host_optimizers_equal_burns(
+    model: &Model,
+    x: &Tensor<2, Int>,
+    y: &Tensor<2, Int>,
+    h0: &State,
+    scales: Option<&[f64]>,
+    seed: u64,
+    clipping: Clipping,
+) {
+    let (beta_1, beta_2, epsilon) = (0.9, 0.999, 1e-8);
+    let adam = HostRule::Adam {
+        beta_1,
+        beta_2,
+        epsilon,
+    };
+    for rule in [HostRule::Sgd, adam] {
+        let mut burn = match rule {
+            HostRule::Sgd => burn::optim::SgdConfig::new().init(),
+            HostRule::Adam { .. } => burn::optim::AdamConfig::new()
+                .with_beta_1(beta_1)
+                .with_beta_2(beta_2)
+                .with_epsilon(epsilon)
+                .init(),
+        };
+        let mut host_optimizer = HostOptimizer::new(rule);
+        let mut host = HostTrainer::new(model.clone(), &mut host_optimizer).unwrap();
+        let (mut burn_model, mut want, mut got) = (model.clone(), Vec::new(), Vec::new());
+        for step in 0..2 {
+            let mut dropout = Dropout::new(model.dropout(), seed + step);
+            let (x, y, h0) = (x.clone(), y.clone(), h0.clone());
+            let (next, s) = train_step(
+                burn_model,
+                &mut burn,
+                x.clone(),
+                y.clone(),
+                h0.clone(),
+                scales,
+                Some(&mut dropout),
+                Engine::Fused,
+                clipping,
+                0.3,
+            )
+            .unwrap();
+            burn_model = next;
+            want.push(s.grad_norm.unwrap().into_scalar::<f64>());
+            let mut dropout = Dropout::new(model.dropout(), seed + step);
+            let s = host
+                .step(x, y, h0, scales, Some(&mut dropout), clipping, 0.3)
+                .unwrap();
+            got.push(s.grad_norm.unwrap().into_scalar::<f64>());
+        }
+        for (_, p) in burn_model.named_params() {
+            want.extend(p.data().iter::<f64>());
+        }
+        for (_, p) in host.into_model().named_params() {
+            got.extend(p.data().iter::<f64>());
+        }
+        assert_eq!(
+            got, want,
+            "{rule:?}: the host engine's update equals Burn's"
+        );
     }
 }
 
@@ -860,14 +914,15 @@ fn fused_engine_equals_autodiff_for_every_model_it_covers() {
             1.0,
         );
         let message = step.err().unwrap().to_string();
-        let host = HostSgd::new(model).and_then(|mut host| {
+        let mut sgd = HostOptimizer::new(HostRule::Sgd);
+        let host = HostTrainer::new(model, &mut sgd).and_then(|mut host| {
             let h0 = host.model().begin_state(3, &device);
             host.step(x.clone(), y, h0, None, None, Clipping::norm(1.0), 1.0)
         });
         assert_eq!(
             host.err().unwrap().to_string(),
             message,
-            "HostSgd says the same"
+            "HostTrainer says the same"
         );
         message
     };

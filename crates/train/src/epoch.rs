@@ -6,15 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use burn::optim::ModuleOptimizer;
 use burn::tensor::Device;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rnnlm_data::epoch_batches;
-use rnnlm_model::{Dropout, Engine, HostSgd, Model, State, randomized_truncation, train_step};
+use rnnlm_model::{Dropout, Engine, HostTrainer, Model, State, randomized_truncation, train_step};
 use serde::{Deserialize, Serialize};
 
-use crate::learner::host_sgd;
+use crate::optim::RunOptimizer;
 use crate::progress::PartialEpoch;
 use crate::{StateMode, TrainConfig, TrainSection, Truncation};
 
@@ -84,11 +83,12 @@ impl EpochOutcome {
 /// One epoch of `train_epoch_ch8` on `tokens` at learning rate `lr`: the minibatches of
 /// `epoch` (drawn from `t.seed` and the epoch number), a step on each, the state carried
 /// or reset per `t.state`, from `start` on. Stops before the next minibatch when `stop`
-/// is set. Plain SGD on the host engine (`host_sgd`) updates the parameters on the host.
+/// is set. The host engine's own optimizer (`RunOptimizer::Host`) updates the parameters
+/// on the host.
 #[allow(clippy::too_many_arguments)]
 pub fn train_epoch(
     mut model: Model,
-    optimizer: &mut ModuleOptimizer,
+    optimizer: &mut RunOptimizer,
     config: &TrainConfig,
     lr: f64,
     tokens: &[usize],
@@ -118,9 +118,12 @@ pub fn train_epoch(
         last_loss: p.last_loss,
     };
     let mut state = start.state;
-    let mut host = match host_sgd(t, engine) {
-        true => Some(HostSgd::new(model.clone())?),
-        false => None,
+    let (mut host, mut burn) = match optimizer {
+        RunOptimizer::Host(_) if engine != Engine::Fused => {
+            bail!("the host engine's optimizer needs train.engine = \"fused\" (a CPU backend)")
+        }
+        RunOptimizer::Host(o) => (Some(HostTrainer::new(model.clone(), o)?), None),
+        RunOptimizer::Burn(o) => (None, Some(o)),
     };
     for (i, batch) in batches.iter().enumerate() {
         // Drawn for every minibatch, trained or skipped, so a continued epoch draws alike.
@@ -134,7 +137,7 @@ pub fn train_epoch(
                 done: Some(sums),
                 state,
             };
-            let model = host.map_or(model, HostSgd::into_model);
+            let model = host.map_or(model, HostTrainer::into_model);
             return Ok((model, EpochOutcome::Stopped(Box::new(start))));
         }
         let began = Instant::now();
@@ -145,9 +148,11 @@ pub fn train_epoch(
         };
         let mut dropout = Dropout::new(model.dropout(), minibatch_seed(t.seed, epoch, i));
         let (scales, clipping) = (scales.as_deref(), config.clipping());
-        let step = match host.as_mut() {
-            Some(host) => host.step(x, y, state_in, scales, Some(&mut dropout), clipping, lr)?,
-            None => {
+        let step = match (host.as_mut(), burn.as_deref_mut()) {
+            (Some(host), _) => {
+                host.step(x, y, state_in, scales, Some(&mut dropout), clipping, lr)?
+            }
+            (None, Some(optimizer)) => {
                 let (next, step) = train_step(
                     model,
                     optimizer,
@@ -163,6 +168,7 @@ pub fn train_epoch(
                 model = next;
                 step
             }
+            (None, None) => unreachable!("one of the two optimizers"),
         };
         state = Some(step.state);
         let batch_loss: f64 = step.token_losses.into_data().iter::<f64>().sum();
@@ -183,11 +189,14 @@ pub fn train_epoch(
             last_loss: batch_loss / batch.y.len() as f64,
         };
         if let Some(hook) = hook.as_mut() {
-            let current = || host.as_ref().map_or_else(|| model.clone(), HostSgd::model);
+            let current = || {
+                host.as_ref()
+                    .map_or_else(|| model.clone(), HostTrainer::model)
+            };
             hook(&current, so_far(&sums))?;
         }
     }
-    let model = host.map_or(model, HostSgd::into_model);
+    let model = host.map_or(model, HostTrainer::into_model);
     if engine == Engine::Fused {
         // The evaluation after an epoch reuses the host engine's memory (PTB: its peak RSS
         // otherwise stacks Burn's `[rows, V]` tensors on the engine's buffers).

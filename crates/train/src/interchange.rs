@@ -11,7 +11,7 @@ use rnnlm_model::tensors::NamedTensors;
 use rnnlm_model::{Model, ModelConfig, ModelKind};
 
 use crate::progress::Progress;
-use crate::{ModelSection, RunDir, TrainConfig, new_optimizer};
+use crate::{ModelSection, RunDir, RunOptimizer, TrainConfig, burn_optimizer};
 
 /// Metadata keys of an export.
 pub const MODEL_KEY: &str = "rnnlm.model";
@@ -111,7 +111,8 @@ pub fn import(
     run.write_header(&config, vocab, &model_config)?;
     run.save_checkpoint(
         &model,
-        &new_optimizer(&config.train),
+        // No state yet: a resumed run starts the optimizer its engine picks.
+        &RunOptimizer::Burn(burn_optimizer(&config.train)),
         &Progress::new(config.train.lr),
         None,
     )?;

@@ -8,19 +8,15 @@ use std::sync::atomic::AtomicBool;
 use std::time::Instant;
 
 use anyhow::{Context, Result, bail};
-use burn::optim::decay::WeightDecayConfig;
-use burn::optim::momentum::MomentumConfig;
-use burn::optim::{
-    AdaGradConfig, AdamConfig, AdamWConfig, ModuleOptimizer, RmsPropConfig, SgdConfig,
-};
 use burn::tensor::Device;
 use rnnlm_data::Corpus;
 use rnnlm_model::{Decoding, Engine, Model, perplexity_of, predict_ch8};
 
 use crate::epoch::{EpochOutcome, EpochStart, EpochTrain, train_epoch};
+use crate::optim::RunOptimizer;
 use crate::progress::{Best, EpochMetrics, Interrupted, Progress, RunSummary};
 use crate::run_dir::RunDir;
-use crate::{Optimizer, Schedule, TrainConfig, TrainSection, Truncation};
+use crate::{Schedule, TrainConfig, TrainSection, Truncation};
 
 /// How often a line reports progress within an epoch when there is no progress bar.
 const REPORT_EVERY: std::time::Duration = std::time::Duration::from_secs(60);
@@ -58,53 +54,6 @@ pub struct Summary {
     pub predictions: Vec<String>,
     pub run: Option<RunSummary>,
     pub interrupted: bool,
-}
-
-/// The optimizer `t` asks for, with PyTorch's defaults where Burn's differ.
-pub fn new_optimizer(t: &TrainSection) -> ModuleOptimizer {
-    let decay = (t.weight_decay > 0.0).then(|| WeightDecayConfig::new(t.weight_decay as f32));
-    match t.optimizer {
-        Optimizer::Sgd => SgdConfig::new()
-            .with_weight_decay(decay)
-            .with_momentum((t.momentum > 0.0).then(|| {
-                MomentumConfig::new()
-                    .with_momentum(t.momentum)
-                    .with_dampening(0.0)
-            }))
-            .init(),
-        // Burn's epsilon default is 1e-5; PyTorch's 1e-8.
-        Optimizer::Adam => AdamConfig::new()
-            .with_epsilon(1e-8)
-            .with_weight_decay(decay)
-            .init(),
-        Optimizer::Adamw => AdamWConfig::new()
-            .with_epsilon(1e-8)
-            .with_weight_decay(if t.weight_decay > 0.0 {
-                t.weight_decay as f32
-            } else {
-                0.01
-            })
-            .init(),
-        Optimizer::Rmsprop => RmsPropConfig::new()
-            .with_alpha(t.alpha as f32)
-            .with_momentum(0.0)
-            .with_epsilon(1e-8)
-            .with_weight_decay(decay)
-            .init(),
-        Optimizer::Adagrad => AdaGradConfig::new()
-            .with_epsilon(1e-10)
-            .with_weight_decay(decay)
-            .init(),
-    }
-}
-
-/// Whether a step is plain SGD on the host engine (`new_optimizer`'s `Sgd` with neither
-/// momentum nor weight decay: `p -= lr * g`), which `HostSgd` does in place on the host.
-pub fn host_sgd(t: &TrainSection, engine: Engine) -> bool {
-    engine == Engine::Fused
-        && t.optimizer == Optimizer::Sgd
-        && t.momentum == 0.0
-        && t.weight_decay == 0.0
 }
 
 /// The learning rate after epoch `epoch` (1-based) ended at `lr`; `improved`: whether the
@@ -266,7 +215,7 @@ impl Session<'_> {
         let (mut model, mut optimizer, mut progress) = if self.resume {
             let c = self
                 .run
-                .load_checkpoint(&model_config, new_optimizer(t), self.device)?;
+                .load_checkpoint(&model_config, t, self.engine, self.device)?;
             carried = c.state;
             (c.model, c.optimizer, c.progress)
         } else {
@@ -274,7 +223,7 @@ impl Session<'_> {
                 .write_header(config, &self.corpus.vocab, &model_config)?;
             (
                 model_config.init(t.seed, self.device)?,
-                new_optimizer(t),
+                RunOptimizer::new(t, self.engine),
                 Progress::new(t.lr),
             )
         };

@@ -8,19 +8,19 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
-use burn::optim::ModuleOptimizer;
-use burn::tensor::{Bytes, DType, Device, Tensor};
+use burn::tensor::{DType, Device, Tensor};
 use rnnlm_data::{Vocab, atomic_write};
 use rnnlm_model::tensors::NamedTensors;
-use rnnlm_model::{Model, ModelConfig, State};
+use rnnlm_model::{Engine, Model, ModelConfig, State};
 use serde::{Deserialize, Serialize};
 
-use crate::TrainConfig;
+use crate::optim::RunOptimizer;
 use crate::progress::{Best, EpochMetrics, Progress, RunSummary, curves};
+use crate::{TrainConfig, TrainSection};
 
 pub struct Checkpoint {
     pub model: Model,
-    pub optimizer: ModuleOptimizer,
+    pub optimizer: RunOptimizer,
     pub progress: Progress,
     /// The state carried into the next minibatch, for a checkpoint written within an epoch.
     pub state: Option<State>,
@@ -392,7 +392,7 @@ impl RunDir {
     pub fn save_checkpoint(
         &self,
         model: &Model,
-        optimizer: &ModuleOptimizer,
+        optimizer: &RunOptimizer,
         progress: &Progress,
         state: Option<&State>,
     ) -> Result<()> {
@@ -408,10 +408,7 @@ impl RunDir {
         let write = || -> Result<()> {
             fs::create_dir_all(&dir).map_err(at(&dir, "create"))?;
             model.save(&dir)?;
-            let optim = optimizer
-                .into_bytes()
-                .map_err(|e| anyhow::anyhow!("cannot serialize the optimizer: {e}"))?;
-            atomic_write(&dir.join("optim.bpk"), &optim)?;
+            optimizer.save(&dir)?;
             atomic_write(
                 &dir.join("progress.json"),
                 serde_json::to_string(progress)?.as_bytes(),
@@ -458,17 +455,13 @@ impl RunDir {
     pub fn load_checkpoint(
         &self,
         model_config: &ModelConfig,
-        optimizer: ModuleOptimizer,
+        t: &TrainSection,
+        engine: Engine,
         device: &Device,
     ) -> Result<Checkpoint> {
         let dir = self.latest_checkpoint()?;
         let model = Model::load(model_config, &dir, device)?;
-        let optim_path = dir.join("optim.bpk");
-        let bytes = fs::read(&optim_path)
-            .with_context(|| format!("cannot read {}", optim_path.display()))?;
-        let optimizer = optimizer
-            .from_bytes(Bytes::from_bytes_vec(bytes))
-            .map_err(|e| anyhow::anyhow!("invalid {}: {e}", optim_path.display()))?;
+        let optimizer = RunOptimizer::load(t, engine, &dir)?;
         let progress_path = dir.join("progress.json");
         let text = fs::read_to_string(&progress_path)
             .with_context(|| format!("cannot read {}", progress_path.display()))?;

@@ -14,7 +14,7 @@ use rnnlm_data::{Sampler, epoch_batches};
 use rnnlm_model::tensors::NamedTensors;
 use rnnlm_model::{Engine, Model, ModelConfig, ModelKind};
 
-use crate::{StateMode, TrainConfig, TrainSection, new_optimizer, train_epoch};
+use crate::{RunOptimizer, StateMode, TrainConfig, TrainSection, train_epoch};
 
 const V: usize = 5;
 const H: usize = 3;
@@ -192,7 +192,7 @@ fn one_epoch_equals_the_float64_bptt_reference_with_and_without_carried_state_on
             .unwrap();
         let (_, metrics) = train_epoch(
             model,
-            &mut new_optimizer(&t),
+            &mut RunOptimizer::new(&t, engine),
             &config,
             t.lr,
             &text,

@@ -26,6 +26,7 @@ pub trait Real:
     fn to_f64(self) -> f64;
     fn exp(self) -> Self;
     fn ln(self) -> Self;
+    fn sqrt(self) -> Self;
     fn tanh(self) -> Self;
     /// This thread's `kind` buffer pool for the type (`pool.rs`).
     fn pool(kind: Kind) -> PoolKey<Self>;
@@ -61,6 +62,9 @@ macro_rules! real_common {
         }
         fn ln(self) -> Self {
             <$t>::ln(self)
+        }
+        fn sqrt(self) -> Self {
+            <$t>::sqrt(self)
         }
         fn pool(kind: Kind) -> PoolKey<Self> {
             thread_local! {

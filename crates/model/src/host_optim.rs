@@ -1,0 +1,281 @@
+//! The host engine's own optimizers: plain SGD (`p -= lr * g`, word_language_model's
+//! update) and Adam, with Burn's arithmetic, on a copy of the parameters the engine keeps
+//! between steps. Through Burn's optimizer every step copies the parameters out of their
+//! tensors, turns the gradients into tensors and builds new parameter and moment tensors
+//! one operation at a time on one thread; here each parameter is updated in one pass, in
+//! place, across the threads, and the model is written back only when it is asked for
+//! (validation, a checkpoint, the end of an epoch).
+
+use std::collections::HashMap;
+
+use burn::tensor::{DType, Element, Int, Tensor, TensorData};
+use rayon::prelude::*;
+
+use crate::bptt::{self, Real};
+use crate::fused::{HostParams, Run};
+use crate::step::{Pass, StepResult};
+use crate::tensors::NamedTensors;
+use crate::{Clipping, Dropout, Model, ModelError, State};
+
+/// An update rule the host engine carries out. The constants are Burn's `f32` config
+/// values: its arithmetic rounds them to `f32` first, and so does this.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum HostRule {
+    /// `p - g * lr`: Burn's `Sgd` without momentum or weight decay.
+    Sgd,
+    /// Burn's `Adam` without weight decay or AMSGrad: `m = b1 m + (1 - b1) g`,
+    /// `v = b2 v + (1 - b2) g^2`, `p -= lr * m * c / (sqrt(v) + eps * sqrt(1 - b2^t))`
+    /// with `c = sqrt(1 - b2^t) / (1 - b1^t)`.
+    Adam {
+        beta_1: f32,
+        beta_2: f32,
+        epsilon: f32,
+    },
+}
+
+/// A host optimizer's state between steps: Adam's step count and moments by parameter
+/// name (PyTorch's `step`, `exp_avg`, `exp_avg_sq`), in the parameters' element type.
+#[derive(Debug, Clone)]
+pub struct HostOptimizer {
+    pub rule: HostRule,
+    /// Updates made so far.
+    step: u64,
+    exp_avg: HashMap<String, TensorData>,
+    exp_avg_sq: HashMap<String, TensorData>,
+}
+
+const STEP: &str = "step";
+const EXP_AVG: &str = "exp_avg.";
+const EXP_AVG_SQ: &str = "exp_avg_sq.";
+
+impl HostOptimizer {
+    pub fn new(rule: HostRule) -> Self {
+        Self {
+            rule,
+            step: 0,
+            exp_avg: HashMap::new(),
+            exp_avg_sq: HashMap::new(),
+        }
+    }
+
+    /// The state as named tensors (`step`, `exp_avg.<parameter>`, `exp_avg_sq.<parameter>`),
+    /// for a checkpoint.
+    pub fn to_named(&self) -> NamedTensors {
+        let mut out = NamedTensors::default();
+        out.insert(STEP, TensorData::new(vec![self.step as i64], [1]));
+        for (prefix, slots) in [(EXP_AVG, &self.exp_avg), (EXP_AVG_SQ, &self.exp_avg_sq)] {
+            for (name, data) in slots {
+                out.insert(format!("{prefix}{name}"), data.clone());
+            }
+        }
+        out
+    }
+
+    /// The state `to_named` wrote, for `rule`.
+    pub fn from_named(rule: HostRule, tensors: &NamedTensors) -> Result<Self, ModelError> {
+        let step = tensors.get(STEP, &[1])?;
+        let step = step.iter::<i64>().next().unwrap_or(-1);
+        let step = u64::try_from(step).map_err(|_| {
+            ModelError::Config(format!(
+                "{}: `{STEP}` is {step}, expected a count of updates",
+                tensors.file
+            ))
+        })?;
+        let mut out = Self::new(rule);
+        out.step = step;
+        for (name, data) in &tensors.tensors {
+            if let Some(param) = name.strip_prefix(EXP_AVG) {
+                out.exp_avg.insert(param.to_string(), data.clone());
+            } else if let Some(param) = name.strip_prefix(EXP_AVG_SQ) {
+                out.exp_avg_sq.insert(param.to_string(), data.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Zero moments for every parameter of `params` that has none yet (Adam's first step
+    /// from zeros equals Burn's from no state: `0 * b1 + x = x` exactly).
+    fn ready(&mut self, params: &HostParams) -> Result<(), ModelError> {
+        if !matches!(self.rule, HostRule::Adam { .. }) {
+            return Ok(());
+        }
+        for slots in [&mut self.exp_avg, &mut self.exp_avg_sq] {
+            for (name, data) in params.iter() {
+                let zeros = || {
+                    let n = data.shape().iter().product();
+                    TensorData::new(vec![0.0_f64; n], data.shape().clone())
+                        .convert_dtype(data.dtype())
+                };
+                let slot = slots.entry(name.clone()).or_insert_with(zeros);
+                if slot.shape() != data.shape() {
+                    return Err(ModelError::Config(format!(
+                        "the optimizer state of `{name}` has shape {:?}, the parameter {:?}",
+                        slot.shape(),
+                        data.shape()
+                    )));
+                }
+                if slot.dtype() != data.dtype() {
+                    *slot = slot.clone().convert_dtype(data.dtype());
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A model trained on the host engine by a `HostOptimizer`.
+pub struct HostTrainer<'a> {
+    /// The structure and the parameter values as of the last `model()` write-back.
+    model: Model,
+    params: HostParams,
+    /// The parameters' names in the model's order (the kernel's gradients come in it).
+    names: Vec<String>,
+    optimizer: &'a mut HostOptimizer,
+}
+
+/// Elements per task of an update: big enough to amortise a task, small enough that
+/// the two largest tensors (PTB's embedding and decoder) split evenly.
+const CHUNK: usize = 1 << 15;
+
+impl<'a> HostTrainer<'a> {
+    /// Takes `model`'s parameters over; an error where the host engine does not cover it.
+    pub fn new(model: Model, optimizer: &'a mut HostOptimizer) -> Result<Self, ModelError> {
+        let params = HostParams::of(&model)?;
+        optimizer.ready(&params)?;
+        let names = model.named_params().into_iter().map(|(n, _)| n).collect();
+        Ok(Self {
+            model,
+            params,
+            names,
+            optimizer,
+        })
+    }
+
+    /// The model with the current parameters (a copy of them).
+    pub fn model(&self) -> Model {
+        self.model.clone().with_named(self.params.to_named())
+    }
+
+    pub fn into_model(self) -> Model {
+        self.model.with_named(self.params.into_named())
+    }
+
+    /// `train_step` with this optimizer: the host engine's gradients, clipped by
+    /// `clipping`, then the update at rate `lr` for every parameter.
+    #[allow(clippy::too_many_arguments)]
+    pub fn step(
+        &mut self,
+        x: Tensor<2, Int>,
+        y: Tensor<2, Int>,
+        state: State,
+        scales: Option<&[f64]>,
+        dropout: Option<&mut Dropout>,
+        clipping: Clipping,
+        lr: f64,
+    ) -> Result<StepResult, ModelError> {
+        let run = Run {
+            model: &self.model,
+            x: &x,
+            y: &y,
+            state,
+            scales,
+            dropout,
+            pass: Pass::Train(clipping),
+        };
+        let (params, names, opt) = (&mut self.params, &self.names, &mut *self.optimizer);
+        match params.dtype() {
+            DType::F64 => update::<f64>(params, names, opt, run, lr),
+            _ => update::<f32>(params, names, opt, run, lr),
+        }
+    }
+}
+
+fn update<T: Real + Element>(
+    params: &mut HostParams,
+    names: &[String],
+    opt: &mut HostOptimizer,
+    run: Run,
+    lr: f64,
+) -> Result<StepResult, ModelError> {
+    let pass = run.go::<T>(params)?;
+    opt.step += 1;
+    // The clipping's factor folded in: `g * scale` as the clipping rounds it.
+    let scale = pass.scale;
+    let clipped = move |g: T| scale.map_or(g, |s| g * s);
+    let lr = T::from_f64(lr);
+    for (name, g) in names.iter().zip(&pass.grads) {
+        let p = params.get_mut::<T>(name).par_chunks_mut(CHUNK);
+        match opt.rule {
+            HostRule::Sgd => p.zip(g.par_chunks(CHUNK)).for_each(|(p, g)| {
+                for (p, &g) in p.iter_mut().zip(g) {
+                    *p = *p - clipped(g) * lr;
+                }
+            }),
+            HostRule::Adam {
+                beta_1,
+                beta_2,
+                epsilon,
+            } => {
+                let k = AdamStep::<T>::at(opt.step, beta_1, beta_2, epsilon);
+                let m = slot_mut::<T>(&mut opt.exp_avg, name).par_chunks_mut(CHUNK);
+                let v = slot_mut::<T>(&mut opt.exp_avg_sq, name).par_chunks_mut(CHUNK);
+                p.zip(m)
+                    .zip(v)
+                    .zip(g.par_chunks(CHUNK))
+                    .for_each(|(((p, m), v), g)| {
+                        for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
+                            k.apply(p, m, v, clipped(g), lr);
+                        }
+                    });
+            }
+        }
+    }
+    bptt::recycle(pass.grads);
+    Ok(StepResult::of(pass.rest))
+}
+
+fn slot_mut<'s, T: Element>(slots: &'s mut HashMap<String, TensorData>, name: &str) -> &'s mut [T] {
+    slots
+        .get_mut(name)
+        .and_then(|d| d.as_mut_slice::<T>().ok())
+        .expect("moments made ready in the parameters' type")
+}
+
+/// Adam's constants at step `t` in the parameters' type, computed in `f32` as Burn
+/// computes them.
+#[derive(Clone, Copy)]
+struct AdamStep<T> {
+    beta_1: T,
+    beta_2: T,
+    one_minus_beta_1: T,
+    one_minus_beta_2: T,
+    /// `sqrt(1 - b2^t) / (1 - b1^t)`
+    combined: T,
+    /// `eps * sqrt(1 - b2^t)`
+    epsilon: T,
+}
+
+impl<T: Real> AdamStep<T> {
+    fn at(t: u64, beta_1: f32, beta_2: f32, epsilon: f32) -> Self {
+        let t = i32::try_from(t).unwrap_or(i32::MAX);
+        let bias_correction2_sqrt = (1.0 - beta_2.powi(t)).sqrt();
+        let c = |x: f32| T::from_f64(f64::from(x));
+        Self {
+            beta_1: c(beta_1),
+            beta_2: c(beta_2),
+            one_minus_beta_1: c(1.0 - beta_1),
+            one_minus_beta_2: c(1.0 - beta_2),
+            combined: c(bias_correction2_sqrt / (1.0 - beta_1.powi(t))),
+            epsilon: c(epsilon * bias_correction2_sqrt),
+        }
+    }
+
+    /// One element's update, each operation rounded as Burn's tensor ops round it.
+    #[inline(always)]
+    fn apply(&self, p: &mut T, m: &mut T, v: &mut T, g: T, lr: T) {
+        *m = *m * self.beta_1 + g * self.one_minus_beta_1;
+        *v = *v * self.beta_2 + (g * g) * self.one_minus_beta_2;
+        let delta = (*m * self.combined) / (v.sqrt() + self.epsilon);
+        *p = *p - delta * lr;
+    }
+}
