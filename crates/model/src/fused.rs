@@ -8,7 +8,7 @@
 use std::collections::HashMap;
 
 use burn::optim::GradientsParams;
-use burn::tensor::{DType, Element, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Element, Int, Tensor, TensorData};
 
 use crate::bptt::{self, Cell, Layer, Masks, Mat, Minibatch, Params, Real};
 use crate::clip::scale_host;
@@ -39,7 +39,7 @@ pub(crate) fn forward_backward(
 ) -> Result<Gradients, ModelError> {
     let params = HostParams::of(model)?;
     let run = Run {
-        model,
+        layout: &Layout::of(model),
         x,
         y,
         state,
@@ -164,24 +164,21 @@ impl<T: Real + Element> HostPass<T> {
     }
 }
 
-/// One call of the kernel: its inputs beside the model.
-pub(crate) struct Run<'a> {
-    pub(crate) model: &'a Model,
-    pub(crate) x: &'a Tensor<2, Int>,
-    pub(crate) y: &'a Tensor<2, Int>,
-    pub(crate) state: State,
-    pub(crate) scales: Option<&'a [f64]>,
-    pub(crate) dropout: Option<&'a mut Dropout>,
-    pub(crate) pass: Pass,
+/// What the kernel needs to know of a model besides its parameter values.
+#[derive(Debug, Clone)]
+pub(crate) struct Layout {
+    cell: Cell,
+    depth: usize,
+    h: usize,
+    v: usize,
+    dropout: f64,
+    names: Names,
+    /// Every parameter's name in the model's order (`Model::named_params`).
+    order: Vec<String>,
 }
 
-impl Run<'_> {
-    pub(crate) fn go<T: Real + Element>(self, p: &HostParams) -> Result<HostPass<T>, ModelError> {
-        let model = self.model;
-        let device = self.x.device();
-        let [batch_size, num_steps] = self.x.dims();
-        let v = model.vocab_size();
-        let names = Names::of(model);
+impl Layout {
+    pub(crate) fn of(model: &Model) -> Self {
         let (cell, depth, h) = match model {
             Model::Scratch(m) => (Cell::Rnn { relu: false }, 1, m.num_hiddens()),
             Model::Rnn(m) => (
@@ -195,6 +192,51 @@ impl Run<'_> {
                 m.rnn.hidden_size(),
             ),
         };
+        Self {
+            cell,
+            depth,
+            h,
+            v: model.vocab_size(),
+            dropout: model.dropout(),
+            names: Names::of(model),
+            order: model.named_params().into_iter().map(|(n, _)| n).collect(),
+        }
+    }
+
+    /// The parameters' names in the model's order.
+    pub(crate) fn order(&self) -> &[String] {
+        &self.order
+    }
+
+    /// The zero state `Model::begin_state` gives.
+    pub(crate) fn begin_state(&self, batch_size: usize, device: &Device) -> State {
+        let (cells, with_c) = (self.depth, self.cell.has_cell_state());
+        State::zeros(cells, batch_size, self.h, with_c, device)
+    }
+
+    pub(crate) fn dropout(&self) -> f64 {
+        self.dropout
+    }
+}
+
+/// One call of the kernel: its inputs beside the model's layout.
+pub(crate) struct Run<'a> {
+    pub(crate) layout: &'a Layout,
+    pub(crate) x: &'a Tensor<2, Int>,
+    pub(crate) y: &'a Tensor<2, Int>,
+    pub(crate) state: State,
+    pub(crate) scales: Option<&'a [f64]>,
+    pub(crate) dropout: Option<&'a mut Dropout>,
+    pub(crate) pass: Pass,
+}
+
+impl Run<'_> {
+    pub(crate) fn go<T: Real + Element>(self, p: &HostParams) -> Result<HostPass<T>, ModelError> {
+        let layout = self.layout;
+        let device = self.x.device();
+        let [batch_size, num_steps] = self.x.dims();
+        let (cell, depth, h, v, names) =
+            (layout.cell, layout.depth, layout.h, layout.v, &layout.names);
         let gh = cell.gates() * h;
         let e = names.embedding.as_ref().map(|n| p.get::<T>(n).len() / v);
         let first_input = e.unwrap_or(v);
@@ -233,7 +275,7 @@ impl Run<'_> {
         // The masks in the order the autodiff engine draws them: embedding, the inputs of
         // the layers above the first, the last layer's output.
         let rows = num_steps * batch_size;
-        let masks = self.dropout.filter(|_| model.dropout() > 0.0).map(|drop| {
+        let masks = self.dropout.filter(|_| layout.dropout > 0.0).map(|drop| {
             let mut draw = |width: usize| -> Vec<T> {
                 let mut mask = vec![T::ZERO; rows * width];
                 drop.fill(&mut mask);
@@ -295,10 +337,8 @@ impl Run<'_> {
         }
         by_name.insert(names.b_q.clone(), g.b_q);
         // In the model's parameter order, so that the norm sums in the same order every run.
-        let named = model.named_params();
-        let mut values: Vec<Vec<T>> = named
-            .iter()
-            .map(|(name, _)| {
+        let mut values: Vec<Vec<T>> = (layout.order.iter())
+            .map(|name| {
                 by_name
                     .remove(name)
                     .expect("the kernel computes a gradient for every parameter")
@@ -337,6 +377,7 @@ impl Run<'_> {
 /// Which named parameters play the kernel's parts: the embedding, each layer's `W_ih`,
 /// `W_hh`, `b_ih`, `b_hh`, the decoder's `W_hq` (`None`: tied) and `b_q`.
 #[allow(non_snake_case)]
+#[derive(Debug, Clone)]
 struct Names {
     embedding: Option<String>,
     W_ih: Vec<String>,

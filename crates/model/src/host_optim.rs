@@ -8,14 +8,14 @@
 
 use std::collections::HashMap;
 
-use burn::tensor::{DType, Element, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Element, Int, Tensor, TensorData};
 use rayon::prelude::*;
 
 use crate::bptt::{self, Real};
-use crate::fused::{HostParams, Run};
+use crate::fused::{HostParams, Layout, Run};
 use crate::step::{Pass, StepResult};
 use crate::tensors::NamedTensors;
-use crate::{Clipping, Dropout, Model, ModelError, State};
+use crate::{Clipping, Dropout, Model, ModelConfig, ModelError, State};
 
 /// An update rule the host engine carries out. The constants are Burn's `f32` config
 /// values: its arithmetic rounds them to `f32` first, and so does this.
@@ -123,13 +123,13 @@ impl HostOptimizer {
     }
 }
 
-/// A model trained on the host engine by a `HostOptimizer`.
+/// A model trained on the host engine by a `HostOptimizer`. It holds the parameters on
+/// the host only (the model's tensors are dropped: PTB's would be 19 MB more).
 pub struct HostTrainer<'a> {
-    /// The structure and the parameter values as of the last `model()` write-back.
-    model: Model,
+    layout: Layout,
+    config: ModelConfig,
+    device: Device,
     params: HostParams,
-    /// The parameters' names in the model's order (the kernel's gradients come in it).
-    names: Vec<String>,
     optimizer: &'a mut HostOptimizer,
 }
 
@@ -142,22 +142,41 @@ impl<'a> HostTrainer<'a> {
     pub fn new(model: Model, optimizer: &'a mut HostOptimizer) -> Result<Self, ModelError> {
         let params = HostParams::of(&model)?;
         optimizer.ready(&params)?;
-        let names = model.named_params().into_iter().map(|(n, _)| n).collect();
+        let device = match model.named_params().first() {
+            Some((_, p)) => p.device(),
+            None => Device::default(),
+        };
         Ok(Self {
-            model,
+            layout: Layout::of(&model),
+            config: model.config(),
+            device,
             params,
-            names,
             optimizer,
         })
     }
 
     /// The model with the current parameters (a copy of them).
     pub fn model(&self) -> Model {
-        self.model.clone().with_named(self.params.to_named())
+        self.built().with_named(self.params.to_named())
     }
 
     pub fn into_model(self) -> Model {
-        self.model.with_named(self.params.into_named())
+        self.built().with_named(self.params.into_named())
+    }
+
+    /// A model of this structure, its values to be replaced.
+    fn built(&self) -> Model {
+        (self.config.init(0, &self.device)).expect("the config of a built model builds")
+    }
+
+    /// The zero state `Model::begin_state` gives.
+    pub fn begin_state(&self, batch_size: usize, device: &Device) -> State {
+        self.layout.begin_state(batch_size, device)
+    }
+
+    /// The dropout probability training applies.
+    pub fn dropout(&self) -> f64 {
+        self.layout.dropout()
     }
 
     /// `train_step` with this optimizer: the host engine's gradients, clipped by
@@ -174,7 +193,7 @@ impl<'a> HostTrainer<'a> {
         lr: f64,
     ) -> Result<StepResult, ModelError> {
         let run = Run {
-            model: &self.model,
+            layout: &self.layout,
             x: &x,
             y: &y,
             state,
@@ -182,7 +201,7 @@ impl<'a> HostTrainer<'a> {
             dropout,
             pass: Pass::Train(clipping),
         };
-        let (params, names, opt) = (&mut self.params, &self.names, &mut *self.optimizer);
+        let (params, names, opt) = (&mut self.params, self.layout.order(), &mut *self.optimizer);
         match params.dtype() {
             DType::F64 => update::<f64>(params, names, opt, run, lr),
             _ => update::<f32>(params, names, opt, run, lr),

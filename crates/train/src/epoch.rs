@@ -6,11 +6,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use anyhow::{Result, bail};
-use burn::tensor::Device;
+use burn::optim::ModuleOptimizer;
+use burn::tensor::{Device, Int, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rnnlm_data::epoch_batches;
-use rnnlm_model::{Dropout, Engine, HostTrainer, Model, State, randomized_truncation, train_step};
+use rnnlm_model::{
+    Clipping, Dropout, Engine, HostTrainer, Model, State, StepResult, randomized_truncation,
+    train_step,
+};
 use serde::{Deserialize, Serialize};
 
 use crate::optim::RunOptimizer;
@@ -87,7 +91,7 @@ impl EpochOutcome {
 /// on the host.
 #[allow(clippy::too_many_arguments)]
 pub fn train_epoch(
-    mut model: Model,
+    model: Model,
     optimizer: &mut RunOptimizer,
     config: &TrainConfig,
     lr: f64,
@@ -118,12 +122,16 @@ pub fn train_epoch(
         last_loss: p.last_loss,
     };
     let mut state = start.state;
-    let (mut host, mut burn) = match optimizer {
+    let mut trainer = match optimizer {
         RunOptimizer::Host(_) if engine != Engine::Fused => {
             bail!("the host engine's optimizer needs train.engine = \"fused\" (a CPU backend)")
         }
-        RunOptimizer::Host(o) => (Some(HostTrainer::new(model.clone(), o)?), None),
-        RunOptimizer::Burn(o) => (None, Some(o)),
+        RunOptimizer::Host(o) => Trainer::Host(HostTrainer::new(model, o)?),
+        RunOptimizer::Burn(optimizer) => Trainer::Burn {
+            model: Some(model),
+            optimizer,
+            engine,
+        },
     };
     for (i, batch) in batches.iter().enumerate() {
         // Drawn for every minibatch, trained or skipped, so a continued epoch draws alike.
@@ -137,39 +145,17 @@ pub fn train_epoch(
                 done: Some(sums),
                 state,
             };
-            let model = host.map_or(model, HostTrainer::into_model);
-            return Ok((model, EpochOutcome::Stopped(Box::new(start))));
+            return Ok((trainer.into_model(), EpochOutcome::Stopped(Box::new(start))));
         }
         let began = Instant::now();
         let (x, y) = batch.to_tensors(device);
         let state_in = match (t.state, state.take()) {
             (StateMode::Carry, Some(s)) => s, // train_step returned it detached: truncated BPTT
-            _ => model.begin_state(t.batch_size, device),
+            _ => trainer.begin_state(t.batch_size, device),
         };
-        let mut dropout = Dropout::new(model.dropout(), minibatch_seed(t.seed, epoch, i));
+        let mut dropout = Dropout::new(trainer.dropout(), minibatch_seed(t.seed, epoch, i));
         let (scales, clipping) = (scales.as_deref(), config.clipping());
-        let step = match (host.as_mut(), burn.as_deref_mut()) {
-            (Some(host), _) => {
-                host.step(x, y, state_in, scales, Some(&mut dropout), clipping, lr)?
-            }
-            (None, Some(optimizer)) => {
-                let (next, step) = train_step(
-                    model,
-                    optimizer,
-                    x,
-                    y,
-                    state_in,
-                    scales,
-                    Some(&mut dropout),
-                    engine,
-                    clipping,
-                    lr,
-                )?;
-                model = next;
-                step
-            }
-            (None, None) => unreachable!("one of the two optimizers"),
-        };
+        let step = trainer.step(x, y, state_in, scales, Some(&mut dropout), clipping, lr)?;
         state = Some(step.state);
         let batch_loss: f64 = step.token_losses.into_data().iter::<f64>().sum();
         // A mean loss beyond ~709 nats is an infinite perplexity: diverged as surely as NaN.
@@ -189,18 +175,88 @@ pub fn train_epoch(
             last_loss: batch_loss / batch.y.len() as f64,
         };
         if let Some(hook) = hook.as_mut() {
-            let current = || {
-                host.as_ref()
-                    .map_or_else(|| model.clone(), HostTrainer::model)
-            };
-            hook(&current, so_far(&sums))?;
+            hook(&|| trainer.model(), so_far(&sums))?;
         }
     }
-    let model = host.map_or(model, HostTrainer::into_model);
+    let model = trainer.into_model();
     if engine == Engine::Fused {
         // The evaluation after an epoch reuses the host engine's memory (PTB: its peak RSS
         // otherwise stacks Burn's `[rows, V]` tensors on the engine's buffers).
         rnnlm_model::bptt::release();
     }
     Ok((model, EpochOutcome::Done(so_far(&sums))))
+}
+
+/// The model being trained and what updates it: Burn's optimizer over the gradients of
+/// `engine`, or the host engine's own.
+enum Trainer<'a> {
+    Burn {
+        /// `None` only within `step`.
+        model: Option<Model>,
+        optimizer: &'a mut ModuleOptimizer,
+        engine: Engine,
+    },
+    Host(HostTrainer<'a>),
+}
+
+impl Trainer<'_> {
+    fn begin_state(&self, batch_size: usize, device: &Device) -> State {
+        match self {
+            Self::Burn { model, .. } => model
+                .as_ref()
+                .expect("a model")
+                .begin_state(batch_size, device),
+            Self::Host(h) => h.begin_state(batch_size, device),
+        }
+    }
+
+    fn dropout(&self) -> f64 {
+        match self {
+            Self::Burn { model, .. } => model.as_ref().expect("a model").dropout(),
+            Self::Host(h) => h.dropout(),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn step(
+        &mut self,
+        x: Tensor<2, Int>,
+        y: Tensor<2, Int>,
+        state: State,
+        scales: Option<&[f64]>,
+        dropout: Option<&mut Dropout>,
+        clipping: Clipping,
+        lr: f64,
+    ) -> Result<StepResult> {
+        Ok(match self {
+            Self::Burn {
+                model,
+                optimizer,
+                engine,
+            } => {
+                let current = model.take().expect("a model");
+                let (next, step) = train_step(
+                    current, optimizer, x, y, state, scales, dropout, *engine, clipping, lr,
+                )?;
+                *model = Some(next);
+                step
+            }
+            Self::Host(h) => h.step(x, y, state, scales, dropout, clipping, lr)?,
+        })
+    }
+
+    /// The model as trained so far.
+    fn model(&self) -> Model {
+        match self {
+            Self::Burn { model, .. } => model.clone().expect("a model"),
+            Self::Host(h) => h.model(),
+        }
+    }
+
+    fn into_model(self) -> Model {
+        match self {
+            Self::Burn { model, .. } => model.expect("a model"),
+            Self::Host(h) => h.into_model(),
+        }
+    }
 }
