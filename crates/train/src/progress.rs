@@ -100,7 +100,14 @@ pub struct PartialEpoch {
     pub tokens: usize,
     /// Training time (evaluation excluded).
     pub seconds: f64,
+    /// The mean loss of the last minibatch: NaN before the first, which JSON writes as
+    /// `null` (a Ctrl-C as an epoch begins) and is read back as NaN.
+    #[serde(deserialize_with = "nan_if_null")]
     pub last_loss: f64,
+}
+
+fn nan_if_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<f64, D::Error> {
+    Ok(Option::<f64>::deserialize(d)?.unwrap_or(f64::NAN))
 }
 
 /// Where a Ctrl-C stopped an epoch: enough to continue it exactly (with the carried state,

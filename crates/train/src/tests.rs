@@ -359,3 +359,25 @@ fn imported_pytorch_state_dicts_give_the_fixtures_logits_and_export_back_unchang
         let _ = std::fs::remove_dir_all(&dir);
     }
 }
+
+#[test]
+fn a_checkpoint_stopped_as_an_epoch_begins_reads_back() {
+    // No minibatch trained yet: the last loss is NaN, which JSON writes as `null`.
+    let mut progress = crate::Progress::new(0.1);
+    progress.interrupted = Some(crate::Interrupted {
+        train: crate::PartialEpoch {
+            minibatches: 0,
+            loss_sum: 0.0,
+            tokens: 0,
+            seconds: 0.0,
+            last_loss: f64::NAN,
+        },
+        best_before: Some(25.7),
+    });
+    let text = serde_json::to_string(&progress).unwrap();
+    assert!(text.contains("\"last_loss\":null"), "{text}");
+    let back: crate::Progress = serde_json::from_str(&text).unwrap();
+    let train = back.interrupted.unwrap().train;
+    assert!(train.last_loss.is_nan());
+    assert_eq!((train.minibatches, train.tokens), (0, 0));
+}
