@@ -277,7 +277,7 @@ impl Run<'_> {
         let rows = num_steps * batch_size;
         let masks = self.dropout.filter(|_| layout.dropout > 0.0).map(|drop| {
             let mut draw = |width: usize| -> Vec<T> {
-                let mut mask = vec![T::ZERO; rows * width];
+                let mut mask = bptt::buffer(rows * width);
                 drop.fill(&mut mask);
                 mask
             };
@@ -303,6 +303,9 @@ impl Run<'_> {
             keep_logits: matches!(self.pass, Pass::Inspect),
         };
         let out = bptt::forward_backward(params, &batch, rayon::current_num_threads());
+        if let Some(m) = masks {
+            bptt::recycle(m.inputs.into_iter().flatten().chain([m.output]));
+        }
 
         // Gradients back under the parameters' names (the layers' already in their
         // stored orientation).

@@ -202,6 +202,45 @@ struct Prepared<'a, T: Clone> {
     W_ih_T: Cow<'a, [T]>,
 }
 
+impl<'a, T: Real> Prepared<'a, T> {
+    /// The copies in buffers from `pool` (every minibatch needs the same ones).
+    fn new(layer: &Layer<'a, T>, one_hot: bool, pool: &mut Pool<T>) -> Self {
+        let mut copy = |m: Mat<'a, T>| m.contiguous_with(|len| pool.any(len));
+        let mut W_ih = copy(layer.W_ih);
+        if one_hot {
+            // `x W_ih + b_ih` for every token x: one row lookup per step.
+            let mut table = match W_ih {
+                Cow::Owned(w) => w,
+                Cow::Borrowed(w) => pool.copy(w),
+            };
+            for row in table.chunks_exact_mut(layer.b_ih.len()) {
+                row.iter_mut().zip(layer.b_ih).for_each(|(w, &b)| *w += b);
+            }
+            W_ih = Cow::Owned(table);
+        }
+        let mut copy = |m: Mat<'a, T>| m.contiguous_with(|len| pool.any(len));
+        Self {
+            W_hh: copy(layer.W_hh),
+            W_hh_T: copy(layer.W_hh.t()),
+            W_ih,
+            W_ih_T: if one_hot {
+                Cow::Borrowed(&[][..])
+            } else {
+                copy(layer.W_ih.t())
+            },
+        }
+    }
+
+    /// The copies back to `pool`.
+    fn give(self, pool: &mut Pool<T>) {
+        for w in [self.W_hh, self.W_hh_T, self.W_ih, self.W_ih_T] {
+            if let Cow::Owned(w) = w {
+                pool.give(w);
+            }
+        }
+    }
+}
+
 /// Forward and backward over `batch` with its rows split across `threads` workers
 /// (rayon's pool). The result depends on `threads` only through rounding: the order of
 /// the sum over workers, and how the product kernel blocks a product of fewer rows.
@@ -221,31 +260,11 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
         batch.C0.map(<[T]>::len),
         p.cell.has_cell_state().then_some(state_len)
     );
-    let prepared: Vec<Prepared<'_, T>> = p
-        .layers
-        .iter()
-        .enumerate()
-        .map(|(l, layer)| {
-            let one_hot = l == 0 && p.embedding.is_none();
-            let mut W_ih = layer.W_ih.contiguous();
-            if one_hot {
-                // `x W_ih + b_ih` for every token x: one row lookup per step.
-                for row in W_ih.to_mut().chunks_exact_mut(layer.b_ih.len()) {
-                    row.iter_mut().zip(layer.b_ih).for_each(|(w, &b)| *w += b);
-                }
-            }
-            Prepared {
-                W_hh: layer.W_hh.contiguous(),
-                W_hh_T: layer.W_hh.t().contiguous(),
-                W_ih,
-                W_ih_T: if one_hot {
-                    Cow::Borrowed(&[][..])
-                } else {
-                    layer.W_ih.t().contiguous()
-                },
-            }
-        })
-        .collect();
+    let prepared: Vec<Prepared<'_, T>> = pool::with_pool(Kind::Grads, |pool| {
+        (p.layers.iter().enumerate())
+            .map(|(l, layer)| Prepared::new(layer, l == 0 && p.embedding.is_none(), pool))
+            .collect()
+    });
     let mean = T::from_f64(1.0 / (b * steps).max(1) as f64);
     let chunks = threads.clamp(1, b.max(1));
     let bounds = |c: usize| c * b / chunks;
@@ -311,12 +330,19 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
     pool::with_pool(Kind::Grads, |pool| {
         let others = parts.into_iter().skip(1);
         others.for_each(|part| part.grads.give(pool));
+        prepared.into_iter().for_each(|w| w.give(pool));
     });
     out.grads = grads;
     out
 }
 
-/// Gradient buffers a caller is done with, kept for the next `forward_backward` on this
+/// `len` elements of unspecified value from this thread's pool, for a caller that writes
+/// every one and hands the buffer back with `recycle` (the dropout masks).
+pub fn buffer<T: Real>(len: usize) -> Vec<T> {
+    pool::with_pool(Kind::Grads, |pool| pool.any(len))
+}
+
+/// Buffers a caller is done with (gradients, `buffer`'s), kept for the next `forward_backward` on this
 /// thread (which would otherwise take fresh memory for them: page faults, the kernel
 /// zeroing every page).
 pub fn recycle<T: Real>(buffers: impl IntoIterator<Item = Vec<T>>) {

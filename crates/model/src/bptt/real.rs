@@ -189,10 +189,15 @@ impl<'a, T: Real> Mat<'a, T> {
     /// The matrix row-major: borrowed where it already is, else a copy (products read
     /// contiguous rows faster than strided ones).
     pub fn contiguous(&self) -> Cow<'a, [T]> {
+        self.contiguous_with(|len| vec![T::ZERO; len])
+    }
+
+    /// `contiguous`, a copy going into a buffer of `len` elements from `buffer`.
+    pub fn contiguous_with(&self, buffer: impl FnOnce(usize) -> Vec<T>) -> Cow<'a, [T]> {
         if self.cs == 1 && self.rs == self.cols {
             return Cow::Borrowed(&self.data[..self.rows * self.cols]);
         }
-        let mut out = vec![T::ZERO; self.rows * self.cols];
+        let mut out = buffer(self.rows * self.cols);
         self.write_row_major(&mut out);
         Cow::Owned(out)
     }
