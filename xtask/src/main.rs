@@ -88,6 +88,10 @@ fn main() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) };
     }
+    // The delay holds freed memory; where the host engine frees its buffers at once (an
+    // epoch's end), it goes back without waiting. SAFETY: collects the calling thread's
+    // heap and purges the freed memory of every thread.
+    rnnlm_model::bptt::set_give_back(|| unsafe { libmimalloc_sys::mi_collect(true) });
     // Like other command-line tools, end quietly when the reader of stdout goes away
     // (`cargo xtask corpus | head`) instead of panicking on the failed write.
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };

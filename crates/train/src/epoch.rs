@@ -133,6 +133,11 @@ pub fn train_epoch(
             engine,
         },
     };
+    if engine == Engine::Fused {
+        // What building the trainer left behind (a host trainer drops the model's tensors)
+        // goes back before the engine's buffers fill.
+        rnnlm_model::bptt::release();
+    }
     for (i, batch) in batches.iter().enumerate() {
         // Drawn for every minibatch, trained or skipped, so a continued epoch draws alike.
         let scales = (t.truncation == Truncation::Randomized)
@@ -178,12 +183,13 @@ pub fn train_epoch(
             hook(&|| trainer.model(), so_far(&sums))?;
         }
     }
-    let model = trainer.into_model();
     if engine == Engine::Fused {
-        // The evaluation after an epoch reuses the host engine's memory (PTB: its peak RSS
-        // otherwise stacks Burn's `[rows, V]` tensors on the engine's buffers).
+        // The model built next and the evaluation after an epoch reuse the host engine's
+        // memory (PTB: its peak RSS otherwise stacks Burn's `[rows, V]` tensors on the
+        // engine's buffers).
         rnnlm_model::bptt::release();
     }
+    let model = trainer.into_model();
     Ok((model, EpochOutcome::Done(so_far(&sums))))
 }
 

@@ -33,7 +33,7 @@ use pool::{Kind, Pool};
 use rayon::prelude::*;
 
 pub use cells::Cell;
-pub use pool::release;
+pub use pool::{release, set_give_back};
 pub use real::{Mat, Real, matmul};
 pub use widest::sum_of_squares;
 
