@@ -4,7 +4,7 @@
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use criterion::{Criterion, criterion_group, criterion_main};
-use rnnlm_model::{Clipping, Engine, ModelConfig, ModelKind, train_step};
+use rnnlm_model::{Clipping, Engine, ModelConfig, ModelKind, StepInput, train_step};
 
 fn batch(device: &Device) -> (Tensor<2, Int>, Tensor<2, Int>) {
     let tokens = |shift: i64| -> Tensor<2, Int> {
@@ -29,19 +29,10 @@ fn bench(c: &mut Criterion) {
                 b.iter(|| {
                     let m = model.take().unwrap();
                     let state = m.begin_state(32, &device);
-                    let (next, step) = train_step(
-                        m,
-                        &mut optimizer,
-                        x.clone(),
-                        y.clone(),
-                        state,
-                        None,
-                        None,
-                        engine,
-                        Clipping::norm(1.0),
-                        1.0,
-                    )
-                    .unwrap();
+                    let input = StepInput::new(x.clone(), y.clone(), state);
+                    let (next, step) =
+                        train_step(m, &mut optimizer, input, engine, Clipping::norm(1.0), 1.0)
+                            .unwrap();
                     let _ = step.loss.into_scalar::<f32>();
                     model = Some(next);
                 })

@@ -13,8 +13,8 @@ use burn::tensor::{DType, Device, Element, Int, Tensor, TensorData};
 use crate::bptt::{self, Cell, Layer, Masks, Mat, Minibatch, Params, Real};
 use crate::clip::scale_host;
 use crate::model::name_prefixes;
-use crate::step::{Gradients, Pass};
-use crate::{CellKind, Dropout, Model, ModelConfig, ModelError, ModelKind, RnnModel, State};
+use crate::step::{Gradients, Pass, StepInput};
+use crate::{CellKind, Model, ModelConfig, ModelError, ModelKind, RnnModel, State};
 
 /// Whether the fused kernel covers a model: every one-direction model (the scratch
 /// model; RNN, GRU and LSTM layers, stacked or not, one-hot or embedding input, dropout,
@@ -30,21 +30,13 @@ pub fn fused_supported(model: &Model) -> bool {
 
 pub(crate) fn forward_backward(
     model: &Model,
-    x: &Tensor<2, Int>,
-    y: &Tensor<2, Int>,
-    state: State,
-    scales: Option<&[f64]>,
-    dropout: Option<&mut Dropout>,
+    input: StepInput,
     pass: Pass,
 ) -> Result<Gradients, ModelError> {
     let params = HostParams::of(model)?;
     let run = Run {
         layout: &Layout::of(model),
-        x,
-        y,
-        state,
-        scales,
-        dropout,
+        input,
         pass,
     };
     match params.dtype() {
@@ -222,19 +214,15 @@ impl Layout {
 /// One call of the kernel: its inputs beside the model's layout.
 pub(crate) struct Run<'a> {
     pub(crate) layout: &'a Layout,
-    pub(crate) x: &'a Tensor<2, Int>,
-    pub(crate) y: &'a Tensor<2, Int>,
-    pub(crate) state: State,
-    pub(crate) scales: Option<&'a [f64]>,
-    pub(crate) dropout: Option<&'a mut Dropout>,
+    pub(crate) input: StepInput<'a>,
     pub(crate) pass: Pass,
 }
 
 impl Run<'_> {
     pub(crate) fn go<T: Real + Element>(self, p: &HostParams) -> Result<HostPass<T>, ModelError> {
-        let layout = self.layout;
-        let device = self.x.device();
-        let [batch_size, num_steps] = self.x.dims();
+        let (layout, input) = (self.layout, self.input);
+        let device = input.x.device();
+        let [batch_size, num_steps] = input.x.dims();
         let (cell, depth, h, v, names) =
             (layout.cell, layout.depth, layout.h, layout.v, &layout.names);
         let gh = cell.gates() * h;
@@ -275,7 +263,7 @@ impl Run<'_> {
         // The masks in the order the autodiff engine draws them: embedding, the inputs of
         // the layers above the first, the last layer's output.
         let rows = num_steps * batch_size;
-        let masks = self.dropout.filter(|_| layout.dropout > 0.0).map(|drop| {
+        let masks = input.dropout.filter(|_| layout.dropout > 0.0).map(|drop| {
             let mut draw = |width: usize| -> Vec<T> {
                 let mut mask = bptt::buffer(rows * width);
                 drop.fill(&mut mask);
@@ -288,9 +276,9 @@ impl Run<'_> {
                 output: draw(h),
             }
         });
-        let (X, Y) = (tokens(self.x, v, "X")?, tokens(self.y, v, "Y")?);
-        let H0 = host::<T>(self.state.h.into_data());
-        let C0 = self.state.c.map(|c| host::<T>(c.into_data()));
+        let (X, Y) = (tokens(&input.x, v, "X")?, tokens(&input.y, v, "Y")?);
+        let H0 = host::<T>(input.state.h.into_data());
+        let C0 = input.state.c.map(|c| host::<T>(c.into_data()));
         let batch = Minibatch {
             X: &X,
             Y: &Y,
@@ -298,7 +286,7 @@ impl Run<'_> {
             num_steps,
             H0: &H0,
             C0: C0.as_deref(),
-            state_grad_scales: self.scales,
+            state_grad_scales: input.scales,
             masks: masks.as_ref(),
             keep_logits: matches!(self.pass, Pass::Inspect),
         };

@@ -8,14 +8,14 @@
 
 use std::collections::HashMap;
 
-use burn::tensor::{DType, Device, Element, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Element, TensorData};
 use rayon::prelude::*;
 
 use crate::bptt::{self, Real};
 use crate::fused::{HostParams, Layout, Run};
-use crate::step::{Pass, StepResult};
+use crate::step::{Pass, StepInput, StepResult};
 use crate::tensors::NamedTensors;
-use crate::{Clipping, Dropout, Model, ModelConfig, ModelError, State};
+use crate::{Clipping, Model, ModelConfig, ModelError, State};
 
 /// An update rule the host engine carries out. The constants are Burn's `f32` config
 /// values: its arithmetic rounds them to `f32` first, and so does this.
@@ -181,24 +181,15 @@ impl<'a> HostTrainer<'a> {
 
     /// `train_step` with this optimizer: the host engine's gradients, clipped by
     /// `clipping`, then the update at rate `lr` for every parameter.
-    #[allow(clippy::too_many_arguments)]
     pub fn step(
         &mut self,
-        x: Tensor<2, Int>,
-        y: Tensor<2, Int>,
-        state: State,
-        scales: Option<&[f64]>,
-        dropout: Option<&mut Dropout>,
+        input: StepInput,
         clipping: Clipping,
         lr: f64,
     ) -> Result<StepResult, ModelError> {
         let run = Run {
             layout: &self.layout,
-            x: &x,
-            y: &y,
-            state,
-            scales,
-            dropout,
+            input,
             pass: Pass::Train(clipping),
         };
         let (params, names, opt) = (&mut self.params, self.layout.order(), &mut *self.optimizer);

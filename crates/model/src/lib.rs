@@ -48,7 +48,7 @@ pub use rnn::{LayerSpec, LinearHead, RnnLayer, RnnModel, RnnSpec};
 pub use scratch::RnnModelScratch;
 pub use state::{CellState, State};
 pub use step::{
-    Engine, Gradients, StepResult, cross_entropy, grad_norms_through_time, gradients,
+    Engine, Gradients, StepInput, StepResult, cross_entropy, grad_norms_through_time, gradients,
     perplexity_of, randomized_truncation, scale_gate, token_losses, train_step,
 };
 

@@ -6,7 +6,8 @@ use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::tensors::NamedTensors;
 use crate::{
-    CellKind, Clipping, Engine, Model, ModelConfig, ModelError, ModelKind, State, gradients,
+    CellKind, Clipping, Engine, Model, ModelConfig, ModelError, ModelKind, State, StepInput,
+    gradients,
 };
 
 /// What a fixture holds: the model and the step's settings.
@@ -205,7 +206,7 @@ pub fn parity(
             .transpose()?,
     };
 
-    let g = gradients(&model, x, y.clone(), state, None, None, engine)?;
+    let g = gradients(&model, StepInput::new(x, y.clone(), state), engine)?;
     let read = |grads: &burn::optim::GradientsParams| -> Vec<(String, TensorData)> {
         let named = model.named_params().into_iter();
         named

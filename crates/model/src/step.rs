@@ -92,34 +92,52 @@ pub fn scale_gate(scales: Option<&[f64]>) -> impl FnMut(usize, CellState) -> Cel
     }
 }
 
-/// Forward and backward, with `scales` weighting the gradient through each step's incoming
-/// state (`None` for plain BPTT) and `dropout` drawing the masks (`None`: no dropout).
-pub fn gradients(
-    model: &Model,
-    x: Tensor<2, Int>,
-    y: Tensor<2, Int>,
-    state: State,
-    scales: Option<&[f64]>,
-    dropout: Option<&mut Dropout>,
-    engine: Engine,
-) -> Result<Gradients, ModelError> {
-    gradients_for(model, x, y, state, scales, dropout, engine, Pass::Inspect)
+/// What a forward and backward pass reads: a minibatch's tokens `x` and targets `y`
+/// (`[batch_size, num_steps]`), the state entering it, `scales` weighting the gradient
+/// through each step's incoming state (`None` for plain BPTT) and `dropout` drawing the
+/// masks (`None`: no dropout).
+pub struct StepInput<'a> {
+    pub x: Tensor<2, Int>,
+    pub y: Tensor<2, Int>,
+    pub state: State,
+    pub scales: Option<&'a [f64]>,
+    pub dropout: Option<&'a mut Dropout>,
+}
+
+impl StepInput<'_> {
+    /// Plain BPTT without dropout.
+    pub fn new(x: Tensor<2, Int>, y: Tensor<2, Int>, state: State) -> Self {
+        Self {
+            x,
+            y,
+            state,
+            scales: None,
+            dropout: None,
+        }
+    }
+}
+
+/// Forward and backward over `input`.
+pub fn gradients(model: &Model, input: StepInput, engine: Engine) -> Result<Gradients, ModelError> {
+    gradients_for(model, input, engine, Pass::Inspect)
 }
 
 /// `gradients` for `pass`.
-#[allow(clippy::too_many_arguments)]
 fn gradients_for(
     model: &Model,
-    x: Tensor<2, Int>,
-    y: Tensor<2, Int>,
-    state: State,
-    scales: Option<&[f64]>,
-    dropout: Option<&mut Dropout>,
+    input: StepInput,
     engine: Engine,
     pass: Pass,
 ) -> Result<Gradients, ModelError> {
     match engine {
         Engine::Autodiff => {
+            let StepInput {
+                x,
+                y,
+                state,
+                scales,
+                dropout,
+            } = input;
             let (logits, state) = model.forward_with(x, state, &mut scale_gate(scales), dropout);
             let token_losses = token_losses(logits.clone(), y);
             let grads = GradientsParams::from_grads(token_losses.clone().mean().backward(), model);
@@ -131,35 +149,21 @@ fn gradients_for(
                 clipped: None,
             })
         }
-        Engine::Fused => fused::forward_backward(model, &x, &y, state, scales, dropout, pass),
+        Engine::Fused => fused::forward_backward(model, input, pass),
     }
 }
 
 /// `gradients`, clipping (`clipping`), `optimizer.step(lr)`: the updated model and what
 /// the step did.
-#[allow(clippy::too_many_arguments)]
 pub fn train_step(
     model: Model,
     optimizer: &mut ModuleOptimizer,
-    x: Tensor<2, Int>,
-    y: Tensor<2, Int>,
-    state: State,
-    scales: Option<&[f64]>,
-    dropout: Option<&mut Dropout>,
+    input: StepInput,
     engine: Engine,
     clipping: Clipping,
     lr: f64,
 ) -> Result<(Model, StepResult), ModelError> {
-    let mut g = gradients_for(
-        &model,
-        x,
-        y,
-        state,
-        scales,
-        dropout,
-        engine,
-        Pass::Train(clipping),
-    )?;
+    let mut g = gradients_for(&model, input, engine, Pass::Train(clipping))?;
     let mut grads = std::mem::replace(&mut g.grads, GradientsParams::new());
     if g.clipped.is_none() {
         (grads, g.clipped) = clipping.apply(&model, grads);

@@ -620,16 +620,12 @@ fn step_outputs(
     engine: Engine,
 ) -> Vec<f64> {
     let mut dropout = Dropout::new(model.dropout(), seed);
-    let g = gradients(
-        &model,
-        x.clone(),
-        y.clone(),
-        h0.clone(),
+    let input = StepInput {
         scales,
-        Some(&mut dropout),
-        engine,
-    )
-    .unwrap();
+        dropout: Some(&mut dropout),
+        ..StepInput::new(x.clone(), y.clone(), h0.clone())
+    };
+    let g = gradients(&model, input, engine).unwrap();
     let mut out: Vec<f64> = g.logits.unwrap().into_data().iter::<f64>().collect();
     out.extend(g.token_losses.into_data().iter::<f64>());
     out.extend(g.state.h.into_data().iter::<f64>());
@@ -657,19 +653,13 @@ fn step_outputs(
         value: Some(0.05),
     };
     let mut sgd = burn::optim::SgdConfig::new().init();
-    let (updated, step) = train_step(
-        model.clone(),
-        &mut sgd,
-        x.clone(),
-        y.clone(),
-        h0.clone(),
+    let input = StepInput {
         scales,
-        Some(&mut dropout),
-        engine,
-        clipping,
-        0.3,
-    )
-    .unwrap();
+        dropout: Some(&mut dropout),
+        ..StepInput::new(x.clone(), y.clone(), h0.clone())
+    };
+    let (updated, step) =
+        train_step(model.clone(), &mut sgd, input, engine, clipping, 0.3).unwrap();
     out.push(step.grad_norm.unwrap().into_scalar::<f64>());
     for (_, p) in updated.named_params() {
         out.extend(p.data().iter::<f64>());
@@ -691,17 +681,8 @@ fn host_clipping_equals_clipping_the_tensors() {
     let y = tokens(&[0, 3, 3, 1, 2, 4], [2, 3], &device);
     let h0 = model.begin_state(2, &device);
     let grads = || {
-        gradients(
-            &model,
-            x.clone(),
-            y.clone(),
-            h0.clone(),
-            None,
-            None,
-            Engine::Autodiff,
-        )
-        .unwrap()
-        .grads
+        let input = StepInput::new(x.clone(), y.clone(), h0.clone());
+        gradients(&model, input, Engine::Autodiff).unwrap().grads
     };
     let host = |grads: &GradientsParams| -> Vec<Vec<f64>> {
         let named = model.named_params();
@@ -775,25 +756,22 @@ fn host_optimizers_equal_burns(
         for step in 0..2 {
             let mut dropout = Dropout::new(model.dropout(), seed + step);
             let (x, y, h0) = (x.clone(), y.clone(), h0.clone());
-            let (next, s) = train_step(
-                burn_model,
-                &mut burn,
-                x.clone(),
-                y.clone(),
-                h0.clone(),
+            let input = StepInput {
                 scales,
-                Some(&mut dropout),
-                Engine::Fused,
-                clipping,
-                0.3,
-            )
-            .unwrap();
+                dropout: Some(&mut dropout),
+                ..StepInput::new(x.clone(), y.clone(), h0.clone())
+            };
+            let (next, s) =
+                train_step(burn_model, &mut burn, input, Engine::Fused, clipping, 0.3).unwrap();
             burn_model = next;
             want.push(s.grad_norm.unwrap().into_scalar::<f64>());
             let mut dropout = Dropout::new(model.dropout(), seed + step);
-            let s = host
-                .step(x, y, h0, scales, Some(&mut dropout), clipping, 0.3)
-                .unwrap();
+            let input = StepInput {
+                scales,
+                dropout: Some(&mut dropout),
+                ..StepInput::new(x, y, h0)
+            };
+            let s = host.step(input, clipping, 0.3).unwrap();
             got.push(s.grad_norm.unwrap().into_scalar::<f64>());
         }
         for (_, p) in burn_model.named_params() {
@@ -901,14 +879,11 @@ fn fused_engine_equals_autodiff_for_every_model_it_covers() {
         let model = config.init(0, &device).unwrap();
         let h0 = model.begin_state(3, &device);
         let mut optimizer = burn::optim::SgdConfig::new().init();
+        let input = StepInput::new(x.clone(), y.clone(), h0);
         let step = train_step(
             model.clone(),
             &mut optimizer,
-            x.clone(),
-            y.clone(),
-            h0,
-            None,
-            None,
+            input,
             Engine::Fused,
             Clipping::norm(1.0),
             1.0,
@@ -917,7 +892,7 @@ fn fused_engine_equals_autodiff_for_every_model_it_covers() {
         let mut sgd = HostOptimizer::new(HostRule::Sgd);
         let host = HostTrainer::new(model, &mut sgd).and_then(|mut host| {
             let h0 = host.model().begin_state(3, &device);
-            host.step(x.clone(), y, h0, None, None, Clipping::norm(1.0), 1.0)
+            host.step(StepInput::new(x.clone(), y, h0), Clipping::norm(1.0), 1.0)
         });
         assert_eq!(
             host.err().unwrap().to_string(),

@@ -7,13 +7,13 @@ use std::time::Instant;
 
 use anyhow::{Result, bail};
 use burn::optim::ModuleOptimizer;
-use burn::tensor::{Device, Int, Tensor};
+use burn::tensor::Device;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use rnnlm_data::epoch_batches;
 use rnnlm_model::{
-    Clipping, Dropout, Engine, HostTrainer, Model, State, StepResult, randomized_truncation,
-    train_step,
+    Clipping, Dropout, Engine, HostTrainer, Model, State, StepInput, StepResult,
+    randomized_truncation, train_step,
 };
 use serde::{Deserialize, Serialize};
 
@@ -160,7 +160,14 @@ pub fn train_epoch(
         };
         let mut dropout = Dropout::new(trainer.dropout(), minibatch_seed(t.seed, epoch, i));
         let (scales, clipping) = (scales.as_deref(), config.clipping());
-        let step = trainer.step(x, y, state_in, scales, Some(&mut dropout), clipping, lr)?;
+        let input = StepInput {
+            x,
+            y,
+            state: state_in,
+            scales,
+            dropout: Some(&mut dropout),
+        };
+        let step = trainer.step(input, clipping, lr)?;
         state = Some(step.state);
         let batch_loss: f64 = step.token_losses.into_data().iter::<f64>().sum();
         // A mean loss beyond ~709 nats is an infinite perplexity: diverged as surely as NaN.
@@ -223,17 +230,7 @@ impl Trainer<'_> {
         }
     }
 
-    #[allow(clippy::too_many_arguments)]
-    fn step(
-        &mut self,
-        x: Tensor<2, Int>,
-        y: Tensor<2, Int>,
-        state: State,
-        scales: Option<&[f64]>,
-        dropout: Option<&mut Dropout>,
-        clipping: Clipping,
-        lr: f64,
-    ) -> Result<StepResult> {
+    fn step(&mut self, input: StepInput, clipping: Clipping, lr: f64) -> Result<StepResult> {
         Ok(match self {
             Self::Burn {
                 model,
@@ -241,13 +238,11 @@ impl Trainer<'_> {
                 engine,
             } => {
                 let current = model.take().expect("a model");
-                let (next, step) = train_step(
-                    current, optimizer, x, y, state, scales, dropout, *engine, clipping, lr,
-                )?;
+                let (next, step) = train_step(current, optimizer, input, *engine, clipping, lr)?;
                 *model = Some(next);
                 step
             }
-            Self::Host(h) => h.step(x, y, state, scales, dropout, clipping, lr)?,
+            Self::Host(h) => h.step(input, clipping, lr)?,
         })
     }
 
