@@ -60,7 +60,9 @@ for kind in "${kinds[@]}"; do
   run="$work/$name"
   kills=0
   for ((i = 0; i < cycles; i++)); do
-    if [[ -d $run ]]; then args=(--resume "$run"); else args=(--out "$run"); fi
+    # A run killed before it wrote its config has nothing to resume: `--out` starts it
+    # again in the same directory.
+    if [[ -f $run/config.toml ]]; then args=(--resume "$run"); else args=(--out "$run"); fi
     # Not through `train`: $! must be rnnlm's own pid, not a subshell's.
     # shellcheck disable=SC2086
     "$bin" train --config "$config" $overrides --quiet "${args[@]}" >>"$work/$name.log" 2>&1 &
@@ -72,7 +74,7 @@ for kind in "${kinds[@]}"; do
     [[ -f $run/summary.json ]] && break
   done
   if [[ ! -f $run/summary.json ]]; then
-    if [[ -d $run ]]; then args=(--resume "$run"); else args=(--out "$run"); fi
+    if [[ -f $run/config.toml ]]; then args=(--resume "$run"); else args=(--out "$run"); fi
     train "${args[@]}" || { tail -5 "$work/$name.log" >&2; exit 1; }
   fi
   if ! diff <(metrics "$work/$name-ref") <(metrics "$run") >/dev/null; then

@@ -115,7 +115,14 @@ impl RunDir {
         };
         let is_run = path.join("config.toml").is_file() && path.join("checkpoints").is_dir();
         let has_checkpoint = path.join("checkpoints").join(LATEST).is_file();
-        let opened = match (entries.iter().all(|e| e == LOCK), existing) {
+        // What `open` makes before a run writes its config: a run killed right then left
+        // nothing to resume, and its directory is as good as empty.
+        let nothing_yet = |e: &String| {
+            e == LOCK
+                || (e == "checkpoints"
+                    && fs::read_dir(path.join(e)).is_ok_and(|mut d| d.next().is_none()))
+        };
+        let opened = match (entries.iter().all(nothing_yet), existing) {
             (true, Existing::Resume) => bail!(
                 "cannot resume: {} holds no run (start one with --config)",
                 path.display()

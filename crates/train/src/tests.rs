@@ -381,3 +381,17 @@ fn a_checkpoint_stopped_as_an_epoch_begins_reads_back() {
     assert!(train.last_loss.is_nan());
     assert_eq!((train.minibatches, train.tokens), (0, 0));
 }
+
+#[test]
+fn a_run_killed_before_it_wrote_its_config_leaves_a_directory_a_new_run_takes() {
+    use crate::{Existing, Opened, RunDir};
+
+    let dir = std::env::temp_dir().join(format!("rnnlm-killed-early-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    // What `open` leaves behind when the process dies before the run writes its config
+    // (the kill -9 soak hit this): the lock file and an empty checkpoints/.
+    drop(RunDir::open(&dir, Existing::Refuse).unwrap());
+    let (_, opened) = RunDir::open(&dir, Existing::Refuse).unwrap();
+    assert!(opened == Opened::Created);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
