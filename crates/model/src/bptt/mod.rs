@@ -205,19 +205,17 @@ struct Prepared<'a, T: Clone> {
 impl<'a, T: Real> Prepared<'a, T> {
     /// The copies in buffers from `pool` (every minibatch needs the same ones).
     fn new(layer: &Layer<'a, T>, one_hot: bool, pool: &mut Pool<T>) -> Self {
-        let mut copy = |m: Mat<'a, T>| m.contiguous_with(|len| pool.any(len));
-        let mut W_ih = copy(layer.W_ih);
-        if one_hot {
+        let W_ih = if one_hot {
             // `x W_ih + b_ih` for every token x: one row lookup per step.
-            let mut table = match W_ih {
-                Cow::Owned(w) => w,
-                Cow::Borrowed(w) => pool.copy(w),
-            };
+            let mut table = pool.any(layer.W_ih.rows * layer.W_ih.cols);
+            layer.W_ih.write_row_major(&mut table);
             for row in table.chunks_exact_mut(layer.b_ih.len()) {
                 row.iter_mut().zip(layer.b_ih).for_each(|(w, &b)| *w += b);
             }
-            W_ih = Cow::Owned(table);
-        }
+            Cow::Owned(table)
+        } else {
+            layer.W_ih.contiguous_with(|len| pool.any(len))
+        };
         let mut copy = |m: Mat<'a, T>| m.contiguous_with(|len| pool.any(len));
         Self {
             W_hh: copy(layer.W_hh),
@@ -342,9 +340,9 @@ pub fn buffer<T: Real>(len: usize) -> Vec<T> {
     pool::with_pool(Kind::Grads, |pool| pool.any(len))
 }
 
-/// Buffers a caller is done with (gradients, `buffer`'s), kept for the next `forward_backward` on this
-/// thread (which would otherwise take fresh memory for them: page faults, the kernel
-/// zeroing every page).
+/// Buffers a caller is done with (gradients, `buffer`'s), kept for the next
+/// `forward_backward` on this thread (which would otherwise take fresh memory for them:
+/// page faults, the kernel zeroing every page).
 pub fn recycle<T: Real>(buffers: impl IntoIterator<Item = Vec<T>>) {
     pool::with_pool(Kind::Grads, |pool| {
         buffers.into_iter().for_each(|b| pool.give(b))
