@@ -58,15 +58,6 @@ impl Backend {
         }
     }
 
-    /// Where the CLI with this backend's feature is built: beside the default build
-    /// (`CARGO_TARGET_DIR` when set, else `target/`), so a CI cache keeps it too.
-    pub fn target_dir(self, feature: &str) -> std::path::PathBuf {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-        std::env::var_os("CARGO_TARGET_DIR")
-            .map_or_else(|| root.join("target"), std::path::PathBuf::from)
-            .join(format!("backend-{feature}"))
-    }
-
     /// Whether this binary was built with the backend.
     pub fn built(self) -> bool {
         match self {
@@ -78,42 +69,51 @@ impl Backend {
         }
     }
 
-    /// Builds this CLI with the backend's feature (in its own target directory, so the
-    /// default build stays as it is) and runs the same command with it; never returns.
-    /// Used under `cargo xtask`, whose `.cargo/config.toml` sets `RNNLM_AUTO_BUILD=1`.
+    /// Builds this CLI with the backend's feature and runs the same command with it;
+    /// never returns. Used under `cargo xtask`, whose `.cargo/config.toml` sets
+    /// `RNNLM_AUTO_BUILD=1`. The build goes beside the default one, in the same target
+    /// directory: every dependency whose features the backend leaves alone is shared
+    /// (cargo keeps a build per feature set, and `cargo xtask` puts the default binary
+    /// back in place at its next run).
     fn rerun_with_feature(self) -> Result<()> {
         let feature = self.feature().expect("flex is always built");
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         eprintln!(
             "building rnnlm with the `{feature}` backend (the first build of a backend takes a while)..."
         );
-        let status =
-            std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-                .current_dir(&root)
-                .args([
-                    "run",
-                    "--release",
-                    "--quiet",
-                    "-p",
-                    "xtask",
-                    "--features",
-                    feature,
-                ])
-                .arg("--target-dir")
-                .arg(self.target_dir(feature))
-                .arg("--")
-                .args(std::env::args_os().skip(1))
-                .env("RNNLM_AUTO_BUILD", "0")
-                .status()?;
+        let status = cargo()
+            .args([
+                "run",
+                "--release",
+                "--quiet",
+                "-p",
+                "xtask",
+                "--features",
+                feature,
+            ])
+            .arg("--")
+            .args(std::env::args_os().skip(1))
+            .env("RNNLM_AUTO_BUILD", "0")
+            .status()?;
         std::process::exit(status.code().unwrap_or(1));
     }
 
     pub fn feature_hint(self) -> String {
         let feature = self.feature().unwrap_or_default();
-        format!(
-            "cargo run --release -p xtask --features {feature} --target-dir target/backend-{feature} -- ..."
-        )
+        format!("cargo run --release -p xtask --features {feature} -- ...")
     }
+}
+
+/// `cargo` (the one running `cargo xtask`, if any), in the repository.
+pub fn cargo() -> std::process::Command {
+    let mut cargo =
+        std::process::Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()));
+    cargo.current_dir(repository());
+    cargo
+}
+
+/// The repository this CLI was built from.
+pub fn repository() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// The cores the OS gives this process (the thread pools' default size).

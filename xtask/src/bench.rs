@@ -280,15 +280,11 @@ fn compare(args: &BenchArgs, overrides: &[String]) -> Result<serde_json::Value> 
             ModelKind::Lm => "pytorch_lm.py",
             _ => "pytorch_ch8.py",
         };
-        py.arg(
-            PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-                .join("../bench")
-                .join(script),
-        )
-        .arg("--config")
-        .arg(&args.config)
-        .args(["--worker", "--threads", &args.threads.to_string()])
-        .args(["--device", &args.pytorch_device]);
+        py.arg(crate::backend::repository().join("bench").join(script))
+            .arg("--config")
+            .arg(&args.config)
+            .args(["--worker", "--threads", &args.threads.to_string()])
+            .args(["--device", &args.pytorch_device]);
         for o in overrides {
             py.args(["--set", o]);
         }

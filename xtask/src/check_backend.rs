@@ -1,7 +1,8 @@
-//! `cargo xtask check-backend ndarray|wgpu|tch|cuda`: install what the backend needs,
-//! build the CLI with it, run the parity fixtures on it, and compare it with flex: the
-//! same two training epochs (autodiff engine, so the backend's own ops do the work) give
-//! the same perplexities to 1e-4, and a flex checkpoint generates the same greedy text.
+//! `cargo xtask check-backend ndarray|wgpu|tch|cuda ...`: install what each backend
+//! needs, build the CLI with them all (one build), and for each run the parity fixtures
+//! on it and compare it with flex: the same two training epochs (autodiff engine, so the
+//! backend's own ops do the work) give the same perplexities to 1e-4, and checkpoints
+//! trained on either generate the same text on both.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -9,20 +10,17 @@ use std::process::Command;
 use anyhow::{Context, Result, bail};
 use clap::Args;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, repository};
 use rnnlm_train::RunDir;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    #[arg(value_enum)]
-    pub backend: Backend,
+    /// The backends to check, built into one binary.
+    #[arg(value_enum, required = true)]
+    pub backends: Vec<Backend>,
     /// Skip installing system or Python packages.
     #[arg(long)]
     pub no_install: bool,
-}
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
 /// Runs `cmd`, echoing it; returns its stdout (also echoed) or fails with its stderr.
@@ -49,19 +47,16 @@ fn perplexities(run: &Path) -> Result<Vec<f64>> {
         .collect())
 }
 
-pub fn run(args: &CheckArgs) -> Result<()> {
-    let backend = args.backend;
-    let Some(feature) = backend.feature() else {
-        bail!("flex is checked by `cargo test --release --workspace`");
-    };
-    let mut env: Vec<(String, String)> = Vec::new();
+/// What `backend` needs installed, and the environment its runs need.
+fn prepare(backend: Backend, install: bool) -> Result<Vec<(String, String)>> {
+    let mut env = Vec::new();
     match backend {
         Backend::Wgpu => {
             let installed = Command::new("dpkg")
                 .args(["-s", "mesa-vulkan-drivers"])
                 .output()
                 .is_ok_and(|o| o.status.success());
-            if !installed && !args.no_install {
+            if !installed && install {
                 // A software Vulkan device (llvmpipe) where there is no GPU.
                 sh(Command::new("apt-get").args(["update", "-qq"]))?;
                 sh(Command::new("apt-get").args(["install", "-y", "-qq", "mesa-vulkan-drivers"]))?;
@@ -75,35 +70,72 @@ pub fn run(args: &CheckArgs) -> Result<()> {
             }
         }
         Backend::Tch => {
-            if !args.no_install {
+            if install {
                 sh(Command::new("python3").args(["-m", "pip", "install", "-q", "torch==2.9.0"]))?;
             }
             env.extend(crate::backend::tch_env()?);
         }
         _ => {}
     }
-    let target = backend.target_dir(feature);
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    sh(Command::new(&cargo)
-        .current_dir(root())
-        .args(["build", "--release", "-p", "xtask", "--features", feature])
-        .arg("--target-dir")
-        .arg(&target)
+    Ok(env)
+}
+
+pub fn run(args: &CheckArgs) -> Result<()> {
+    let mut features = Vec::new();
+    let mut env = Vec::new();
+    for &backend in &args.backends {
+        let Some(feature) = backend.feature() else {
+            bail!("flex is checked by `cargo test --release --workspace`");
+        };
+        features.push(feature);
+        env.extend(prepare(backend, !args.no_install)?);
+    }
+    // One build with every feature asked for, unoptimised (Cargo.toml's `backends`
+    // profile): from a cold cache 4 minutes for ndarray and wgpu together, where an
+    // optimised one took 20 beside the default build (CI's time). The checks' runs are
+    // small; flex's side runs on this binary, the optimised default.
+    sh(crate::backend::cargo()
+        .args([
+            "build",
+            "--profile",
+            "backends",
+            "-p",
+            "xtask",
+            "--features",
+        ])
+        .arg(features.join(","))
         .envs(env.clone()))?;
-    let with_backend = target.join("release").join("rnnlm");
+    let built = std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| repository().join("target"), PathBuf::from)
+        .join("backends")
+        .join("rnnlm");
+    let this = std::env::current_exe()?;
     let run_on = |exe: &Path, backend: &str, args: &[String]| -> Result<String> {
         sh(Command::new(exe)
-            .current_dir(root())
+            .current_dir(repository())
             .args(args)
             .args(["--backend", backend])
             .envs(env.clone())
             .env("RNNLM_AUTO_BUILD", "0"))
     };
-    let xtask = |args: &[String]| run_on(&with_backend, feature, args);
-    let flex = |args: &[String]| run_on(&std::env::current_exe()?, "flex", args);
+    for (backend, feature) in args.backends.iter().zip(features) {
+        check(
+            *backend,
+            &|args: &[String]| run_on(&built, feature, args),
+            &|args: &[String]| run_on(&this, "flex", args),
+        )?;
+    }
+    Ok(())
+}
+
+type Cli<'a> = &'a dyn Fn(&[String]) -> Result<String>;
+
+/// The checks of one backend: `xtask` runs the CLI on it, `flex` on flex.
+fn check(backend: Backend, xtask: Cli, flex: Cli) -> Result<()> {
+    let feature = backend.feature().expect("not flex");
     let strings = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
 
-    let fixtures = root().join("../shared/fixtures");
+    let fixtures = repository().join("../shared/fixtures");
     let out = std::env::temp_dir().join(format!("rnnlm-check-{feature}"));
     std::fs::create_dir_all(&out)?;
     let dtypes: &[&str] = if backend == Backend::Ndarray {

@@ -29,8 +29,7 @@ const END: &str = "# feature-pins: end";
 type Resolved = BTreeMap<String, (String, BTreeSet<String>)>;
 
 fn resolved(workspace: &Path, args: &[&str]) -> Result<Resolved> {
-    let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let out = Command::new(cargo)
+    let out = crate::backend::cargo()
         .current_dir(workspace)
         .arg("tree")
         .args(args)
@@ -138,7 +137,7 @@ fn copy_workspace(root: &Path, to: &Path) -> Result<()> {
 }
 
 pub fn run(args: &PinsArgs) -> Result<()> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = crate::backend::repository();
     let manifest_path = root.join("xtask/Cargo.toml");
     let manifest = std::fs::read_to_string(&manifest_path)?;
     let test = resolved(&root, &["--workspace", "-e", "normal,build,dev"])?;
