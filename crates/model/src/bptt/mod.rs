@@ -34,7 +34,7 @@ use rayon::prelude::*;
 
 pub use cells::Cell;
 pub use pool::{release, set_give_back};
-pub use real::{Mat, Real, matmul};
+pub use real::{Mat, PANEL, Panels, Real, matmul, matmul_panels};
 pub use widest::sum_of_squares;
 
 /// One recurrent layer in the book's orientation, `x W_ih` (PyTorch's weights are
@@ -195,7 +195,10 @@ pub struct Bptt<T> {
 /// row-major (packing contiguous rows is faster than strided ones), borrowed where the
 /// parameter already is (PyTorch's `[G*H, in]` is the book's `W^T`), else copied.
 struct Prepared<'a, T: Clone> {
-    W_hh: Cow<'a, [T]>,
+    /// `W_hh` in panels (`real::Panels`), for the product at every step forward.
+    W_hh: Vec<T>,
+    /// `W_hh^T` row-major: PyTorch's `[G*H, H]` as it is, no copy (in panels it was no
+    /// faster backward, and the copy is a fortieth of the large char model's peak RSS).
     W_hh_T: Cow<'a, [T]>,
     /// `(W_ih, W_ih^T)`; for one-hot input the lookup table `W_ih + b_ih` instead.
     W_ih: Cow<'a, [T]>,
@@ -216,9 +219,11 @@ impl<'a, T: Real> Prepared<'a, T> {
         } else {
             layer.W_ih.contiguous_with(|len| pool.any(len))
         };
+        let mut W_hh = pool.any(layer.W_hh.rows * layer.W_hh.cols);
+        Panels::write(layer.W_hh, &mut W_hh);
         let mut copy = |m: Mat<'a, T>| m.contiguous_with(|len| pool.any(len));
         Self {
-            W_hh: copy(layer.W_hh),
+            W_hh,
             W_hh_T: copy(layer.W_hh.t()),
             W_ih,
             W_ih_T: if one_hot {
@@ -231,7 +236,8 @@ impl<'a, T: Real> Prepared<'a, T> {
 
     /// The copies back to `pool`.
     fn give(self, pool: &mut Pool<T>) {
-        for w in [self.W_hh, self.W_hh_T, self.W_ih, self.W_ih_T] {
+        pool.give(self.W_hh);
+        for w in [self.W_hh_T, self.W_ih, self.W_ih_T] {
             if let Cow::Owned(w) = w {
                 pool.give(w);
             }

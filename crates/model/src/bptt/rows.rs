@@ -5,8 +5,11 @@ use std::ops::Range;
 
 use super::cells::{Grads as StepGrads, Saved, Step};
 use super::pool::Pool;
+use super::real::matmul_panels;
 use super::widest::lanes;
-use super::{Grads, Mat, Minibatch, Params, Prepared, Real, add_column_sums, matmul, token_at};
+use super::{
+    Grads, Mat, Minibatch, Panels, Params, Prepared, Real, add_column_sums, matmul, token_at,
+};
 
 pub(super) struct Part<T> {
     pub logits: Option<Vec<T>>,
@@ -147,7 +150,7 @@ pub(super) fn run<T: Real>(
         } else {
             0
         });
-        let W_hh = Mat::row_major(&w.W_hh, h, gh);
+        let W_hh = Panels::new(&w.W_hh, h, gh);
         for t in 0..steps {
             let G_t = &mut G[t * n * gh..(t + 1) * n * gh];
             let (before, after) = H.split_at_mut((t + 1) * block);
@@ -155,9 +158,9 @@ pub(super) fn run<T: Real>(
             if cell.separate_hidden_gates() {
                 gh_t.chunks_exact_mut(gh)
                     .for_each(|row| row.copy_from_slice(layer.b_hh));
-                matmul(&mut gh_t, Mat::row_major(h_prev, n, h), W_hh, true);
+                matmul_panels(&mut gh_t, Mat::row_major(h_prev, n, h), W_hh);
             } else {
-                matmul(G_t, Mat::row_major(h_prev, n, h), W_hh, true);
+                matmul_panels(G_t, Mat::row_major(h_prev, n, h), W_hh);
             }
             let (c_prev, c) = if C.is_empty() {
                 (&[][..], &mut [][..])
