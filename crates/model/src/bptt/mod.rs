@@ -191,9 +191,10 @@ pub struct Bptt<T> {
     pub grads: Grads<T>,
 }
 
-/// A layer's weights as the products read them: the matrices and their transposes
-/// row-major (packing contiguous rows is faster than strided ones), borrowed where the
-/// parameter already is (PyTorch's `[G*H, in]` is the book's `W^T`), else copied.
+/// A layer's weights as the products read them: `W_hh` in panels, the others and their
+/// transposes row-major (packing contiguous rows is faster than strided ones), borrowed
+/// where the parameter already is (PyTorch's `[G*H, in]` is the book's `W^T`), else
+/// copied.
 struct Prepared<'a, T: Clone> {
     /// `W_hh` in panels (`real::Panels`), for the product at every step forward.
     W_hh: Vec<T>,

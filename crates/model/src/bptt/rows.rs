@@ -5,10 +5,10 @@ use std::ops::Range;
 
 use super::cells::{Grads as StepGrads, Saved, Step};
 use super::pool::Pool;
-use super::real::matmul_panels;
 use super::widest::lanes;
 use super::{
-    Grads, Mat, Minibatch, Panels, Params, Prepared, Real, add_column_sums, matmul, token_at,
+    Grads, Mat, Minibatch, Panels, Params, Prepared, Real, add_column_sums, matmul, matmul_panels,
+    token_at,
 };
 
 pub(super) struct Part<T> {
