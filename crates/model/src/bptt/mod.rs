@@ -22,6 +22,7 @@
 #[macro_use]
 mod widest;
 mod cells;
+mod decoder;
 mod pool;
 mod real;
 mod rows;

@@ -4,8 +4,8 @@
 use std::ops::Range;
 
 use super::cells::{Grads as StepGrads, Saved, Step};
+use super::decoder::{self, Decoded};
 use super::pool::Pool;
-use super::widest::lanes;
 use super::{
     Grads, Mat, Minibatch, Panels, Params, Prepared, Real, add_column_sums, matmul, matmul_panels,
     token_at,
@@ -63,12 +63,6 @@ fn times<T: Real>(
     }
 }
 
-/// The most rows per block of the decoder's softmax cross-entropy. Blocks are cut equal
-/// (PTB's 700 rows: two of 350, not 256 + 256 + 188): each block packs `W_hq` twice, and
-/// the `[V, r] x [r, H]` weight gradient runs slower the smaller `r` (90 GFLOP/s for the
-/// three products at 256 rows, 94.5 at 350, on the host whose product rate is 105).
-const DECODER_ROWS: usize = 384;
-
 pub(super) fn run<T: Real>(
     p: &Params<T>,
     prepared: &[Prepared<'_, T>],
@@ -78,7 +72,7 @@ pub(super) fn run<T: Real>(
     mut grads: Grads<T>,
     pool: &mut Pool<T>,
 ) -> Part<T> {
-    let (v, h, steps, cell) = (p.W_hq.cols, p.W_hq.rows, batch.num_steps, p.cell);
+    let (h, steps, cell) = (p.W_hq.rows, batch.num_steps, p.cell);
     let (gh, depth) = (cell.gates() * h, p.layers.len());
     let (lo, n) = (range.start, range.len());
     let token = |ids: &[usize], r: usize| token_at(ids, steps, range.clone(), r);
@@ -198,40 +192,20 @@ pub(super) fn run<T: Real>(
     // `X` is now the decoder's input: the last layer's outputs after dropout.
     times(&mut X, depth);
 
-    // O = X W_hq + b_q, softmax cross-entropy, and dO of the mean in the same buffer,
-    // over blocks of rows: one `[rows, V]` buffer, not `[T*n, V]` (28 MB for PTB), while
-    // each product still spans enough rows to run near the kernel's rate.
-    let mut logits = batch.keep_logits.then(|| vec![T::ZERO; tn * v]);
-    let mut losses = vec![T::ZERO; tn];
-    let mut dY = pool.any(tn * h);
-    let rows = tn.div_ceil(tn.div_ceil(DECODER_ROWS).max(1));
-    let mut O = pool.any(rows * v);
-    for start in (0..tn).step_by(rows.max(1)) {
-        let r = rows.min(tn - start);
-        let (O, X) = (
-            &mut O[..r * v],
-            Mat::row_major(&X[start * h..(start + r) * h], r, h),
-        );
-        // The bias added row by row while the row is in cache, not written over the
-        // whole block for the product to read back (28 MB a PTB minibatch).
-        matmul(O, X, p.W_hq, false);
-        for (i, o) in O.chunks_exact_mut(v).enumerate() {
-            add_row(o, p.b_q);
-            if let Some(all) = &mut logits {
-                all[(start + i) * v..(start + i + 1) * v].copy_from_slice(o);
-            }
-            losses[start + i] = softmax_cross_entropy(o, token(batch.Y, start + i), mean);
-        }
-        let dO = Mat::row_major(O, r, v);
-        matmul(&mut grads.W_hq_T, dO.t(), X, start > 0);
-        add_column_sums(&mut grads.b_q, O);
-        matmul(&mut dY[start * h..(start + r) * h], dO, p.W_hq.t(), false);
-    }
-    if tn == 0 {
-        grads.W_hq_T.fill(T::ZERO);
-    }
+    let Decoded {
+        logits,
+        losses,
+        dX: mut dY,
+    } = decoder::decode(
+        p,
+        &X,
+        |r| token(batch.Y, r),
+        mean,
+        batch.keep_logits,
+        &mut grads,
+        pool,
+    );
     times(&mut dY, depth);
-    pool.give(O);
 
     // Backward, layer by layer from the top: `dY` is the gradient reaching the layer's
     // outputs from above; the recurrence adds what reaches them from the next step.
@@ -359,28 +333,5 @@ fn weight_grad<T: Real>(dW: &mut [T], W: Mat<T>, a: Mat<T>, b: Mat<T>) {
         matmul(dW, b.t(), a.t(), false);
     } else {
         matmul(dW, a, b, false);
-    }
-}
-
-widest! {
-    /// `o += b`.
-    fn add_row(o: &mut [T], b: &[T]) {
-        o.iter_mut().zip(b).for_each(|(o, &b)| *o += b);
-    }
-}
-
-widest! {
-    /// One row's cross-entropy `log sum exp(o) - o_y`, returned, and its gradient times
-    /// `mean` (the loss is the mean over tokens), `(softmax(o) - onehot(y)) * mean`,
-    /// written over the logits `o`.
-    fn softmax_cross_entropy(o: &mut [T], y: usize, mean: T) -> T {
-        let max = lanes(o, o[0], T::max_of);
-        let o_y = o[y] - max;
-        o.iter_mut().for_each(|o| *o = (*o - max).exp());
-        let sum = lanes(o, T::ZERO, |a, b| a + b);
-        let scale = mean * sum.recip();
-        o.iter_mut().for_each(|o| *o = *o * scale);
-        o[y] = o[y] - mean;
-        sum.ln() - o_y
     }
 }
