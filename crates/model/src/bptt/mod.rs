@@ -23,6 +23,7 @@
 mod widest;
 mod cells;
 mod decoder;
+mod panels;
 mod pool;
 mod real;
 mod rows;
@@ -34,8 +35,9 @@ use pool::{Kind, Pool};
 use rayon::prelude::*;
 
 pub use cells::Cell;
+pub use panels::{PANEL, Panels, matmul_panels};
 pub use pool::{release, set_give_back};
-pub use real::{Mat, PANEL, Panels, Real, matmul, matmul_panels};
+pub use real::{Mat, Real, matmul};
 pub use widest::sum_of_squares;
 
 /// One recurrent layer in the book's orientation, `x W_ih` (PyTorch's weights are
