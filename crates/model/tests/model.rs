@@ -1047,23 +1047,35 @@ fn a_matrix_view_made_row_major_is_borrowed_or_copied_tile_by_tile_exactly() {
 
 #[test]
 fn a_product_by_a_matrix_in_panels_equals_the_sum_by_hand() {
-    use rnnlm_model::bptt::{Mat, PANEL, Panels, matmul_panels};
-    // 150 columns: two whole panels and a part; the source stored transposed, as
-    // PyTorch's `W_hh` is. Integers below 2^20, so every sum is exact in f64.
-    let (n, k, g) = (3, 70, 2 * PANEL + 22);
-    let stored: Vec<f64> = (0..g * k).map(|i| (i % 13) as f64 - 6.0).collect();
-    let w = Mat::row_major(&stored, g, k).t(); // [k, g]
-    let mut panels = vec![0.0; k * g];
-    Panels::write(w, &mut panels);
-    let a: Vec<f64> = (0..n * k).map(|i| (i % 7) as f64 - 3.0).collect();
-    let mut c: Vec<f64> = (0..n * g).map(|i| i as f64).collect();
-    matmul_panels(&mut c, Mat::row_major(&a, n, k), Panels::new(&panels, k, g));
-    for i in 0..n {
-        for j in 0..g {
-            let sum: f64 = (0..k).map(|l| a[i * k + l] * stored[j * k + l]).sum();
-            assert_eq!(c[i * g + j], (i * g + j) as f64 + sum, "({i}, {j})");
+    use rnnlm_model::bptt::{Mat, PANEL, Panels, Real, matmul_panels};
+    // 19 rows: two whole tiles of the f32 kernel and a part; 118 columns: two whole
+    // panels and a part; the source stored transposed, as PyTorch's `W_hh` is. Small
+    // integers, so every sum is exact in f32 and f64 whatever the order.
+    fn check<T: Real>() {
+        let (n, k, g) = (19, 70, 2 * PANEL + 22);
+        let int = |i: usize, m: usize| T::from_f64((i % m) as f64 - (m / 2) as f64);
+        let stored: Vec<T> = (0..g * k).map(|i| int(i, 13)).collect();
+        let w = Mat::row_major(&stored, g, k).t(); // [k, g]
+        let mut panels = vec![T::ZERO; k * g];
+        Panels::write(w, &mut panels);
+        let a: Vec<T> = (0..n * k).map(|i| int(i, 7)).collect();
+        let mut c: Vec<T> = (0..n * g).map(|i| T::from_f64(i as f64)).collect();
+        matmul_panels(&mut c, Mat::row_major(&a, n, k), Panels::new(&panels, k, g));
+        for i in 0..n {
+            for j in 0..g {
+                let sum: f64 = (0..k)
+                    .map(|l| a[i * k + l].to_f64() * stored[j * k + l].to_f64())
+                    .sum();
+                assert_eq!(
+                    c[i * g + j].to_f64(),
+                    (i * g + j) as f64 + sum,
+                    "({i}, {j})"
+                );
+            }
         }
     }
+    check::<f32>();
+    check::<f64>();
 }
 
 #[test]
