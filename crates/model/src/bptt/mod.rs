@@ -366,9 +366,11 @@ fn token_at(ids: &[usize], steps: usize, rows: std::ops::Range<usize>, r: usize)
     ids[(rows.start + r % n) * steps + r / n]
 }
 
-/// `sums[j] += sum_r m[r, j]` for a row-major `m` with `sums.len()` columns.
-fn add_column_sums<T: Real>(sums: &mut [T], m: &[T]) {
-    for row in m.chunks_exact(sums.len()) {
-        sums.iter_mut().zip(row).for_each(|(s, &x)| *s += x);
+widest! {
+    /// `sums[j] += sum_r m[r, j]` for a row-major `m` with `sums.len()` columns.
+    fn add_column_sums(sums: &mut [T], m: &[T]) {
+        for row in m.chunks_exact(sums.len()) {
+            sums.iter_mut().zip(row).for_each(|(s, &x)| *s += x);
+        }
     }
 }
