@@ -31,7 +31,7 @@ pub struct Step<'a, T> {
     pub c_prev: &'a [T],
     pub h: &'a mut [T],
     pub c: &'a mut [T],
-    /// LSTM: `tanh(c_t)`; GRU: `h_{t-1} W_hn^T + b_hn`; RNN: empty.
+    /// GRU: `h_{t-1} W_hn^T + b_hn`; empty for the others.
     pub extra: &'a mut [T],
 }
 
@@ -40,6 +40,7 @@ pub struct Saved<'a, T> {
     pub h_prev: &'a [T],
     pub c_prev: &'a [T],
     pub h: &'a [T],
+    pub c: &'a [T],
     pub extra: &'a [T],
 }
 
@@ -71,9 +72,11 @@ impl Cell {
         self == Self::Lstm
     }
 
-    /// Whether the step keeps an `extra` `[n, H]`.
+    /// Whether the step keeps an `extra` `[n, H]`. Not the LSTM: its backward step
+    /// computes `tanh(c_t)` again (the same value: the same function of the same `c_t`)
+    /// rather than keep a `[T*n, H]` buffer a layer for it.
     pub fn has_extra(self) -> bool {
-        !matches!(self, Self::Rnn { .. })
+        self == Self::Gru
     }
 
     pub fn forward<T: Real>(self, hs: usize, gates: &mut [T], gh: &[T], s: Step<T>) {
@@ -183,22 +186,20 @@ widest! {
 
 // i, f, o = σ(.), g = tanh(.);  c_t = f_t * c_{t-1} + i_t * g_t,  h_t = o_t * tanh(c_t)
 fn lstm_forward<T: Real>(hs: usize, gates: &mut [T], s: Step<T>) {
-    let rows = gates
-        .chunks_exact_mut(4 * hs)
-        .zip(s.extra.chunks_exact_mut(hs));
+    let rows = gates.chunks_exact_mut(4 * hs);
     let states = s.c.chunks_exact_mut(hs).zip(s.c_prev.chunks_exact(hs));
-    for ((gates, tc), ((c, c_prev), h)) in rows.zip(states.zip(s.h.chunks_exact_mut(hs))) {
+    for (gates, ((c, c_prev), h)) in rows.zip(states.zip(s.h.chunks_exact_mut(hs))) {
         let (i, rest) = gates.split_at_mut(hs);
         let (f, rest) = rest.split_at_mut(hs);
         let (g, o) = rest.split_at_mut(hs);
-        lstm_forward_row([i, f, g, o, c, tc, h], [c_prev]);
+        lstm_forward_row([i, f, g, o, c, h], [c_prev]);
     }
 }
 
 widest! {
-    fn lstm_forward_row(out: [&mut [T]; 7], inp: [&[T]; 1]) {
+    fn lstm_forward_row(out: [&mut [T]; 6], inp: [&[T]; 1]) {
         let hs = out[0].len();
-        let [i, f, g, o, c, tc, h] = out.map(|x| &mut x[..hs]);
+        let [i, f, g, o, c, h] = out.map(|x| &mut x[..hs]);
         let c_prev = &inp[0][..hs];
         for j in 0..hs {
             i[j] = i[j].sigmoid();
@@ -206,8 +207,7 @@ widest! {
             g[j] = g[j].tanh();
             o[j] = o[j].sigmoid();
             c[j] = f[j] * c_prev[j] + i[j] * g[j];
-            tc[j] = c[j].tanh();
-            h[j] = o[j] * tc[j];
+            h[j] = o[j] * c[j].tanh();
         }
     }
 }
@@ -215,13 +215,13 @@ widest! {
 // do = dh tanh(c_t), dc_t += dh o (1 - tanh^2 c_t); di = dc g, df = dc c_{t-1}, dg = dc i,
 // dc_{t-1} = dc f; then through each gate's activation.
 fn lstm_backward<T: Real>(hs: usize, gates: &mut [T], s: Saved<T>, g: Grads<T>) {
-    let rows = gates.chunks_exact_mut(4 * hs).zip(s.extra.chunks_exact(hs));
+    let rows = gates.chunks_exact_mut(4 * hs).zip(s.c.chunks_exact(hs));
     let states = g.dc.chunks_exact_mut(hs).zip(s.c_prev.chunks_exact(hs));
-    for ((gates, tc), (dh, (dc, c_prev))) in rows.zip(g.dh.chunks_exact(hs).zip(states)) {
+    for ((gates, c), (dh, (dc, c_prev))) in rows.zip(g.dh.chunks_exact(hs).zip(states)) {
         let (i, rest) = gates.split_at_mut(hs);
         let (f, rest) = rest.split_at_mut(hs);
         let (gg, o) = rest.split_at_mut(hs);
-        lstm_backward_row([i, f, gg, o, dc], [tc, dh, c_prev]);
+        lstm_backward_row([i, f, gg, o, dc], [c, dh, c_prev]);
     }
     g.dh_prev.fill(T::ZERO);
 }
@@ -231,11 +231,11 @@ widest! {
     fn lstm_backward_row(out: [&mut [T]; 5], inp: [&[T]; 3]) {
         let hs = out[0].len();
         let [i, f, g, o, dc] = out.map(|x| &mut x[..hs]);
-        let [tc, dh, c_prev] = inp.map(|x| &x[..hs]);
+        let [c, dh, c_prev] = inp.map(|x| &x[..hs]);
         for j in 0..hs {
-            let (i_j, f_j, g_j, o_j) = (i[j], f[j], g[j], o[j]);
-            let d_o = dh[j] * tc[j];
-            let d_c = dc[j] + dh[j] * o_j * (T::ONE - tc[j] * tc[j]);
+            let (i_j, f_j, g_j, o_j, tc) = (i[j], f[j], g[j], o[j], c[j].tanh());
+            let d_o = dh[j] * tc;
+            let d_c = dc[j] + dh[j] * o_j * (T::ONE - tc * tc);
             let (d_i, d_f, d_g) = (d_c * g_j, d_c * c_prev[j], d_c * i_j);
             dc[j] = d_c * f_j;
             i[j] = d_i * i_j * (T::ONE - i_j);

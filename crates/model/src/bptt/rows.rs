@@ -236,6 +236,11 @@ pub(super) fn run<T: Real>(
                     &k.C[t * block..(t + 1) * block]
                 },
                 h: &k.H[(t + 1) * block..(t + 2) * block],
+                c: if k.C.is_empty() {
+                    &[]
+                } else {
+                    &k.C[(t + 1) * block..(t + 2) * block]
+                },
                 extra: if k.E.is_empty() { &[] } else { &k.E[rows] },
             };
             let step = StepGrads {
