@@ -51,6 +51,15 @@ fn host<T: Real + Element>(data: TensorData) -> Vec<T> {
         .expect("converted to the element type")
 }
 
+/// A row-major `[rows, cols]` gradient transposed into a buffer of the kernel's pool
+/// (fresh memory every minibatch would cost page faults), the original given back to it.
+fn transposed<T: Real>(m: Vec<T>, rows: usize, cols: usize) -> Vec<T> {
+    let mut t = bptt::buffer(m.len());
+    Mat::row_major(&m, rows, cols).t().write_row_major(&mut t);
+    bptt::recycle([m]);
+    t
+}
+
 fn tokens(t: &Tensor<2, Int>, vocab_size: usize, what: &str) -> Result<Vec<usize>, ModelError> {
     t.to_data()
         .iter::<i64>()
@@ -310,9 +319,9 @@ impl Run<'_> {
         match (&names.W_hq, &names.embedding, g.embedding) {
             (Some(name), _, embedding) => {
                 let W_hq = if names.transposed {
-                    g.W_hq_T
+                    transposed(g.W_hq, h, v)
                 } else {
-                    Mat::row_major(&g.W_hq_T, v, h).t().to_row_major()
+                    g.W_hq
                 };
                 by_name.insert(name.clone(), W_hq);
                 if let (Some(name), Some(grad)) = (&names.embedding, embedding) {
@@ -321,7 +330,9 @@ impl Run<'_> {
             }
             // Tied: the embedding's gradient from both of its uses.
             (None, Some(name), Some(mut grad)) => {
-                grad.iter_mut().zip(&g.W_hq_T).for_each(|(a, &b)| *a += b);
+                let W_hq_T = transposed(g.W_hq, h, v);
+                grad.iter_mut().zip(&W_hq_T).for_each(|(a, &b)| *a += b);
+                bptt::recycle([W_hq_T]);
                 by_name.insert(name.clone(), grad);
             }
             (None, ..) => unreachable!("a tied decoder has an embedding"),

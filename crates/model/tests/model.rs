@@ -1019,7 +1019,7 @@ fn the_kernel_splits_batch_rows_across_threads_without_changing_results() {
                 assert!(close(&g.W_ih, &w.W_ih) && close(&g.W_hh, &w.W_hh));
                 assert!(close(&g.b_ih, &w.b_ih) && close(&g.b_hh, &w.b_hh));
             }
-            assert!(close(&g.W_hq_T, &w.W_hq_T) && close(&g.b_q, &w.b_q));
+            assert!(close(&g.W_hq, &w.W_hq) && close(&g.b_q, &w.b_q));
             let (ge, we) = (g.embedding.as_deref(), w.embedding.as_deref());
             assert_eq!(ge.is_some(), embedded);
             assert!(close(ge.unwrap_or_default(), we.unwrap_or_default()));

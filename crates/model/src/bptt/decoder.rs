@@ -22,7 +22,7 @@ pub(super) struct Decoded<T> {
 }
 
 /// `X` is `[rows, H]`, `target(r)` row `r`'s next token, `mean` the factor of each row's
-/// loss in the minibatch's; `grads.W_hq_T` and `grads.b_q` receive the decoder's gradients.
+/// loss in the minibatch's; `grads.W_hq` and `grads.b_q` receive the decoder's gradients.
 pub(super) fn decode<T: Real>(
     p: &Params<T>,
     X: &[T],
@@ -59,11 +59,11 @@ pub(super) fn decode<T: Real>(
             losses[start + i] = softmax_cross_entropy(o, target(start + i), mean, &mut grads.b_q);
         }
         let dO = Mat::row_major(O, r, v);
-        matmul(&mut grads.W_hq_T, dO.t(), X, start > 0);
+        matmul(&mut grads.W_hq, X.t(), dO, start > 0);
         matmul(&mut dX[start * h..(start + r) * h], dO, p.W_hq.t(), false);
     }
     if tn == 0 {
-        grads.W_hq_T.fill(T::ZERO);
+        grads.W_hq.fill(T::ZERO);
     }
     pool.give(O);
     Decoded { logits, losses, dX }
