@@ -279,15 +279,22 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
     // The workers' gradient buffers come from this thread's pool and go back to it (a
     // worker's own pool would depend on which thread rayon gives which share); the
     // first worker's become the result.
-    let buffers: Vec<Grads<T>> = pool::with_pool(Kind::Grads, |pool| {
-        (0..chunks).map(|_| Grads::for_worker(&p, pool)).collect()
+    let embedded = |c: usize| {
+        p.embedding
+            .map_or(0, |E| (bounds(c + 1) - bounds(c)) * steps * E.cols)
+    };
+    let buffers: Vec<(Grads<T>, Vec<T>)> = pool::with_pool(Kind::Grads, |pool| {
+        (0..chunks)
+            .map(|c| (Grads::for_worker(&p, pool), pool.any(embedded(c))))
+            .collect()
     });
     let mut parts: Vec<rows::Part<T>> = buffers
         .into_par_iter()
         .enumerate()
-        .map(|(c, grads)| {
+        .map(|(c, buffers)| {
             let rows = bounds(c)..bounds(c + 1);
-            let run = |pool: &mut Pool<T>| rows::run(&p, &prepared, batch, rows, mean, grads, pool);
+            let run =
+                |pool: &mut Pool<T>| rows::run(&p, &prepared, batch, rows, mean, buffers, pool);
             pool::with_pool(Kind::Work, run)
         })
         .collect();
@@ -336,8 +343,11 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
         }
     }
     pool::with_pool(Kind::Grads, |pool| {
-        let others = parts.into_iter().skip(1);
-        others.for_each(|part| part.grads.give(pool));
+        // The first part's gradients are the result (`Grads::empty` left in its place).
+        for part in parts {
+            pool.give(part.embedded);
+            part.grads.give(pool);
+        }
         prepared.into_iter().for_each(|w| w.give(pool));
     });
     out.grads = grads;

@@ -26,11 +26,15 @@ impl<T: Real> Pool<T> {
 
     /// `len` elements of unspecified value, for a caller that writes every one first.
     pub fn any(&mut self, len: usize) -> Vec<T> {
-        // The smallest free buffer that holds `len`; a run asks for the same sizes in
-        // the same order every minibatch, so it is usually the one given back for it.
+        // A free buffer that holds `len` but not more than twice it, one whose elements
+        // are all written already first (growing a buffer fills the new part), then the
+        // smallest; a run asks for the same sizes in the same order every minibatch, so
+        // it is usually the one given back for it. Without the bound, a request took a
+        // `[rows, V]` block whenever no buffer of its own size was free, and the block's
+        // next user grew it back: 13 MB filled twice a PTB minibatch.
         let best = (self.free.iter().enumerate())
-            .filter(|(_, v)| v.capacity() >= len)
-            .min_by_key(|(_, v)| v.capacity())
+            .filter(|(_, v)| (len..=2 * len).contains(&v.capacity()))
+            .min_by_key(|(_, v)| (v.len() < len, v.capacity()))
             .map(|(i, _)| i);
         let mut v = best.map_or_else(Vec::new, |i| self.free.swap_remove(i));
         v.resize(len, T::ZERO);

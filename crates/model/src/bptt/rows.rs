@@ -21,7 +21,7 @@ pub(super) struct Part<T> {
     pub grads: Grads<T>,
     /// The gradient reaching the embedded rows (with an embedding), `[T*n, E]` in local
     /// row order: added into the embedding's gradient once, after all workers, instead
-    /// of into a `[V, E]` buffer per worker.
+    /// of into a `[V, E]` buffer per worker. In the caller's buffer, as `grads`.
     pub embedded: Vec<T>,
 }
 
@@ -69,7 +69,7 @@ pub(super) fn run<T: Real>(
     batch: &Minibatch<T>,
     range: Range<usize>,
     mean: T,
-    mut grads: Grads<T>,
+    (mut grads, mut embedded): (Grads<T>, Vec<T>),
     pool: &mut Pool<T>,
 ) -> Part<T> {
     let (h, steps, cell) = (p.W_hq.rows, batch.num_steps, p.cell);
@@ -210,7 +210,6 @@ pub(super) fn run<T: Real>(
     // Backward, layer by layer from the top: `dY` is the gradient reaching the layer's
     // outputs from above; the recurrence adds what reaches them from the next step.
     let separate = cell.separate_hidden_gates();
-    let mut embedded = Vec::new();
     for l in (0..depth).rev() {
         let (k, w, g) = (&mut kept[l], &prepared[l], &mut grads.layers[l]);
         let layer = &p.layers[l];
@@ -303,15 +302,21 @@ pub(super) fn run<T: Real>(
                 Mat::row_major(&k.X, tn, width).t(),
                 dG,
             );
-            let mut dX = pool.any(tn * width);
+            // The first layer's into the caller's buffer: it leaves this thread, and a
+            // buffer of this pool's that left every minibatch made the pool hand the next
+            // request of its size a `[rows, V]` block, then allocate that block afresh
+            // (14 MB and a memset a PTB minibatch).
+            let mut dX = match l {
+                0 => std::mem::take(&mut embedded),
+                _ => pool.any(tn * width),
+            };
+            assert_eq!(dX.len(), tn * width, "the embedded rows' gradient buffer");
             matmul(&mut dX, dG, Mat::row_major(&w.W_ih_T, gh, width), false);
             times(&mut dX, l);
-            if l > 0 {
-                dX = std::mem::replace(&mut dY, dX);
-            } else {
-                embedded = std::mem::take(&mut dX);
+            match l {
+                0 => embedded = dX,
+                _ => pool.give(std::mem::replace(&mut dY, dX)),
             }
-            pool.give(dX);
         }
         [dGH, dh_next, dc, dh]
             .into_iter()
