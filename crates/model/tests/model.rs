@@ -1028,21 +1028,37 @@ fn the_kernel_splits_batch_rows_across_threads_without_changing_results() {
 }
 
 #[test]
-fn a_matrix_view_made_row_major_is_borrowed_or_copied_tile_by_tile_exactly() {
-    use rnnlm_model::bptt::Mat;
+fn a_matrix_view_made_row_major_is_borrowed_or_copied_exactly() {
+    use rnnlm_model::bptt::{Mat, Real};
     use std::borrow::Cow;
-    // 70 x 45 crosses the 32 x 32 tiles' edges in both directions.
-    let (rows, cols) = (70, 45);
-    let data: Vec<f64> = (0..rows * cols).map(|i| i as f64).collect();
-    let m = Mat::row_major(&data, rows, cols);
-    assert!(matches!(m.contiguous(), Cow::Borrowed(_)));
-    let t = m.t().contiguous();
-    assert!(matches!(t, Cow::Owned(_)));
-    for r in 0..cols {
-        for c in 0..rows {
-            assert_eq!(t[r * rows + c], data[c * cols + r]);
+    // 70 x 45 crosses the edges of the f64 copy's 32 x 32 tiles and of the f32 one's 8 x 8
+    // blocks in both directions; columns 3..44 of the transpose, a view whose rows are
+    // further apart than its width.
+    fn check<T: Real>() {
+        let (rows, cols) = (70, 45);
+        let data: Vec<T> = (0..rows * cols).map(|i| T::from_f64(i as f64)).collect();
+        let m = Mat::row_major(&data, rows, cols);
+        assert!(matches!(m.contiguous(), Cow::Borrowed(_)));
+        let t = m.t().contiguous();
+        assert!(matches!(t, Cow::Owned(_)));
+        for r in 0..cols {
+            for c in 0..rows {
+                assert_eq!(t[r * rows + c].to_f64(), data[c * cols + r].to_f64());
+            }
+        }
+        let part = Mat::row_major(&data, rows, cols)
+            .columns(3, 44)
+            .t()
+            .to_row_major();
+        for r in 0..41 {
+            for c in 0..rows {
+                let (got, want) = (part[r * rows + c], data[c * cols + 3 + r]);
+                assert_eq!(got.to_f64(), want.to_f64(), "({r}, {c})");
+            }
         }
     }
+    check::<f32>();
+    check::<f64>();
 }
 
 #[test]

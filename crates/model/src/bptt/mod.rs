@@ -27,6 +27,7 @@ mod panels;
 mod pool;
 mod real;
 mod rows;
+mod transpose;
 
 use std::borrow::Cow;
 

@@ -220,6 +220,9 @@ impl<'a, T: Real> Mat<'a, T> {
     pub fn write_row_major(&self, out: &mut [T]) {
         let (rows, cols) = (self.rows, self.cols);
         assert_eq!(out.len(), rows * cols, "a [{rows}, {cols}] destination");
+        if self.rs == 1 && super::transpose::transpose(self.data, self.cs, rows, cols, out) {
+            return;
+        }
         // In 32 x 32 tiles: a transpose read row by row would touch a new cache line for
         // every element. (8 x 8 blocks moved through registers were no faster: the
         // weights do not fit the cache, and the memory traffic is the cost.)
