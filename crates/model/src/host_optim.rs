@@ -211,16 +211,13 @@ fn update<T: Real + Element>(
     opt.step += 1;
     // The clipping's factor folded in: `g * scale` as the clipping rounds it.
     let scale = pass.scale;
-    let clipped = move |g: T| scale.map_or(g, |s| g * s);
     let lr = T::from_f64(lr);
     for (name, g) in names.iter().zip(&pass.grads) {
         let p = params.get_mut::<T>(name).par_chunks_mut(CHUNK);
         match opt.rule {
-            HostRule::Sgd => p.zip(g.par_chunks(CHUNK)).for_each(|(p, g)| {
-                for (p, &g) in p.iter_mut().zip(g) {
-                    *p = *p - clipped(g) * lr;
-                }
-            }),
+            HostRule::Sgd => p
+                .zip(g.par_chunks(CHUNK))
+                .for_each(|(p, g)| sgd(p, g, scale, lr)),
             HostRule::Adam {
                 beta_1,
                 beta_2,
@@ -232,16 +229,33 @@ fn update<T: Real + Element>(
                 p.zip(m)
                     .zip(v)
                     .zip(g.par_chunks(CHUNK))
-                    .for_each(|(((p, m), v), g)| {
-                        for (((p, m), v), &g) in p.iter_mut().zip(m).zip(v).zip(g) {
-                            k.apply(p, m, v, clipped(g), lr);
-                        }
-                    });
+                    .for_each(|(((p, m), v), g)| adam(p, m, v, g, k, scale, lr));
             }
         }
     }
     bptt::recycle(pass.grads);
     Ok(StepResult::of(pass.rest))
+}
+
+widest! {
+    /// `p -= (g * scale) * lr`: SGD's update of a chunk, the gradient clipped by `scale`.
+    fn sgd(p: &mut [T], g: &[T], scale: Option<T>, lr: T) {
+        match scale {
+            Some(s) => p.iter_mut().zip(g).for_each(|(p, &g)| *p = *p - (g * s) * lr),
+            None => p.iter_mut().zip(g).for_each(|(p, &g)| *p = *p - g * lr),
+        }
+    }
+}
+
+widest! {
+    /// Adam's update of a chunk (`AdamStep::apply`), the gradient clipped by `scale`.
+    fn adam(p: &mut [T], m: &mut [T], v: &mut [T], g: &[T], k: AdamStep<T>, scale: Option<T>, lr: T) {
+        let elements = p.iter_mut().zip(m).zip(v).zip(g);
+        match scale {
+            Some(s) => elements.for_each(|(((p, m), v), &g)| k.apply(p, m, v, g * s, lr)),
+            None => elements.for_each(|(((p, m), v), &g)| k.apply(p, m, v, g, lr)),
+        }
+    }
 }
 
 fn slot_mut<'s, T: Element>(slots: &'s mut HashMap<String, TensorData>, name: &str) -> &'s mut [T] {

@@ -39,6 +39,7 @@ pub use cells::Cell;
 pub use panels::{PANEL, Panels, matmul_panels};
 pub use pool::{release, set_give_back};
 pub use real::{Mat, Real, matmul};
+use widest::add_into;
 pub use widest::sum_of_squares;
 
 /// One recurrent layer in the book's orientation, `x W_ih` (PyTorch's weights are
@@ -177,7 +178,7 @@ impl<T: Real> Grads<T> {
         pairs.into_par_iter().for_each(|(a, b)| {
             a.par_chunks_mut(1 << 16)
                 .zip(b.par_chunks(1 << 16))
-                .for_each(|(a, b)| a.iter_mut().zip(b).for_each(|(a, &b)| *a += b));
+                .for_each(|(a, b)| add_into(a, b));
         });
     }
 }
@@ -205,20 +206,29 @@ struct Prepared<'a, T: Clone> {
     /// `W_hh^T` row-major: PyTorch's `[G*H, H]` as it is, no copy (in panels it was no
     /// faster backward, and the copy is a fortieth of the large char model's peak RSS).
     W_hh_T: Cow<'a, [T]>,
-    /// `(W_ih, W_ih^T)`; for one-hot input the lookup table `W_ih + b_ih` instead.
+    /// `(W_ih, W_ih^T)`; for one-hot input the lookup table `W_ih + bias` instead.
     W_ih: Cow<'a, [T]>,
     W_ih_T: Cow<'a, [T]>,
+    /// What every row of the input projection starts from: `b_ih + b_hh`, or `b_ih` for
+    /// a cell that adds `b_hh` inside a gate (GRU). One vector a minibatch, where adding
+    /// `b_hh` to the projection took a pass over `[T*n, G*H]` a layer.
+    bias: Vec<T>,
 }
 
 impl<'a, T: Real> Prepared<'a, T> {
     /// The copies in buffers from `pool` (every minibatch needs the same ones).
-    fn new(layer: &Layer<'a, T>, one_hot: bool, pool: &mut Pool<T>) -> Self {
+    fn new(layer: &Layer<'a, T>, cell: Cell, one_hot: bool, pool: &mut Pool<T>) -> Self {
+        let mut bias = pool.any(layer.b_ih.len());
+        bias.copy_from_slice(layer.b_ih);
+        if !cell.separate_hidden_gates() {
+            add_into(&mut bias, layer.b_hh);
+        }
         let W_ih = if one_hot {
-            // `x W_ih + b_ih` for every token x: one row lookup per step.
+            // `x W_ih + bias` for every token x: one row lookup per step.
             let mut table = pool.any(layer.W_ih.rows * layer.W_ih.cols);
             layer.W_ih.write_row_major(&mut table);
-            for row in table.chunks_exact_mut(layer.b_ih.len()) {
-                row.iter_mut().zip(layer.b_ih).for_each(|(w, &b)| *w += b);
+            for row in table.chunks_exact_mut(bias.len()) {
+                add_into(row, &bias);
             }
             Cow::Owned(table)
         } else {
@@ -236,12 +246,14 @@ impl<'a, T: Real> Prepared<'a, T> {
             } else {
                 copy(layer.W_ih.t())
             },
+            bias,
         }
     }
 
     /// The copies back to `pool`.
     fn give(self, pool: &mut Pool<T>) {
         pool.give(self.W_hh);
+        pool.give(self.bias);
         for w in [self.W_hh_T, self.W_ih, self.W_ih_T] {
             if let Cow::Owned(w) = w {
                 pool.give(w);
@@ -271,7 +283,7 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
     );
     let prepared: Vec<Prepared<'_, T>> = pool::with_pool(Kind::Grads, |pool| {
         (p.layers.iter().enumerate())
-            .map(|(l, layer)| Prepared::new(layer, l == 0 && p.embedding.is_none(), pool))
+            .map(|(l, layer)| Prepared::new(layer, p.cell, l == 0 && p.embedding.is_none(), pool))
             .collect()
     });
     let mean = T::from_f64(1.0 / (b * steps).max(1) as f64);
@@ -307,8 +319,7 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
             let (lo, n) = (bounds(c), bounds(c + 1) - bounds(c));
             for (r, d) in part.embedded.chunks_exact(E.cols).enumerate() {
                 let x = token_at(batch.X, steps, lo..lo + n, r);
-                let row = &mut dE[x * E.cols..(x + 1) * E.cols];
-                row.iter_mut().zip(d).for_each(|(e, &d)| *e += d);
+                add_into(&mut dE[x * E.cols..(x + 1) * E.cols], d);
             }
         }
         dE

@@ -6,6 +6,7 @@ use std::ops::Range;
 use super::cells::{Grads as StepGrads, Saved, Step};
 use super::decoder::{self, Decoded};
 use super::pool::Pool;
+use super::widest::{add_into, mul_into, sum_into};
 use super::{
     Grads, Mat, Minibatch, Panels, Params, Prepared, Real, add_column_sums, matmul, matmul_panels,
     token_at,
@@ -59,7 +60,7 @@ fn times<T: Real>(
     let width = block / range.len().max(1);
     for (t, x) in x.chunks_exact_mut(block.max(1)).enumerate() {
         let m = &mask[(t * batch + range.start) * width..][..block];
-        x.iter_mut().zip(m).for_each(|(x, &m)| *x = *x * m);
+        mul_into(x, m);
     }
 }
 
@@ -106,16 +107,14 @@ pub(super) fn run<T: Real>(
     };
     let mut kept: Vec<Kept<T>> = Vec::with_capacity(depth);
     for (l, (layer, w)) in p.layers.iter().zip(prepared).enumerate() {
-        // Every step's input projection first; the recurrence adds `H_{t-1} W_hh`.
+        // Every step's input projection first (for one-hot input, a step's rows looked up
+        // as the step begins, so the recurrence finds them in cache); the recurrence adds
+        // `H_{t-1} W_hh`.
         let mut G = pool.any(tn * gh);
-        if X.is_empty() {
-            for (r, row) in G.chunks_exact_mut(gh).enumerate() {
-                let x = token(batch.X, r);
-                row.copy_from_slice(&w.W_ih[x * gh..(x + 1) * gh]);
-            }
-        } else {
+        let one_hot = X.is_empty();
+        if !one_hot {
             G.chunks_exact_mut(gh)
-                .for_each(|row| row.copy_from_slice(layer.b_ih));
+                .for_each(|row| row.copy_from_slice(&w.bias));
             let width = X.len() / tn;
             matmul(
                 &mut G,
@@ -123,11 +122,6 @@ pub(super) fn run<T: Real>(
                 Mat::row_major(&w.W_ih, width, gh),
                 true,
             );
-        }
-        if !cell.separate_hidden_gates() {
-            for row in G.chunks_exact_mut(gh) {
-                row.iter_mut().zip(layer.b_hh).for_each(|(g, &b)| *g += b);
-            }
         }
         let state = (l * batch.batch_size + lo) * h;
         // The state entering the minibatch, then every step's (the cells write each).
@@ -147,6 +141,12 @@ pub(super) fn run<T: Real>(
         let W_hh = Panels::new(&w.W_hh, h, gh);
         for t in 0..steps {
             let G_t = &mut G[t * n * gh..(t + 1) * n * gh];
+            if one_hot {
+                for (i, row) in G_t.chunks_exact_mut(gh).enumerate() {
+                    let x = token(batch.X, t * n + i);
+                    row.copy_from_slice(&w.W_ih[x * gh..(x + 1) * gh]);
+                }
+            }
             let (before, after) = H.split_at_mut((t + 1) * block);
             let h_prev = &before[t * block..];
             if cell.separate_hidden_gates() {
@@ -222,10 +222,7 @@ pub(super) fn run<T: Real>(
         let W_hh_T = Mat::row_major(&w.W_hh_T, gh, h);
         for t in (0..steps).rev() {
             let rows = t * block..(t + 1) * block;
-            dh.iter_mut()
-                .zip(&dY[rows.clone()])
-                .zip(&dh_next)
-                .for_each(|((d, &a), &b)| *d = a + b);
+            sum_into(&mut dh, &dY[rows.clone()], &dh_next);
             let gates = t * n * gh..(t + 1) * n * gh;
             let saved = Saved {
                 h_prev: &k.H[t * block..(t + 1) * block],
@@ -284,8 +281,7 @@ pub(super) fn run<T: Real>(
             let mut dW = pool.zeros(g.W_ih.len());
             for (r, d) in dG.chunks_exact(gh).enumerate() {
                 let x = token(batch.X, r);
-                let row = &mut dW[x * gh..(x + 1) * gh];
-                row.iter_mut().zip(d).for_each(|(g, &d)| *g += d);
+                add_into(&mut dW[x * gh..(x + 1) * gh], d);
             }
             let book = Mat::row_major(&dW, layer.W_ih.rows, gh);
             match layer.W_ih.stored_transposed() {

@@ -71,3 +71,24 @@ widest! {
         acc.iter().sum::<f64>() + rest
     }
 }
+
+widest! {
+    /// `a += b`, element by element.
+    pub(super) fn add_into(a: &mut [T], b: &[T]) {
+        a.iter_mut().zip(b).for_each(|(a, &b)| *a += b);
+    }
+}
+
+widest! {
+    /// `a *= b`, element by element.
+    pub(super) fn mul_into(a: &mut [T], b: &[T]) {
+        a.iter_mut().zip(b).for_each(|(a, &b)| *a = *a * b);
+    }
+}
+
+widest! {
+    /// `out = a + b`, element by element.
+    pub(super) fn sum_into(out: &mut [T], a: &[T], b: &[T]) {
+        out.iter_mut().zip(a).zip(b).for_each(|((o, &a), &b)| *o = a + b);
+    }
+}
