@@ -250,6 +250,11 @@ pub(super) fn run<T: Real>(
                 dh_prev: &mut dh_next,
             };
             cell.backward(h, &mut dG[gates.clone()], saved, step);
+            // The bias gradients while the step's gate gradients are in cache.
+            add_column_sums(&mut g.b_ih, &dG[gates.clone()]);
+            if separate {
+                add_column_sums(&mut g.b_hh, &dGH[gates.clone()]);
+            }
             if t == 0 {
                 break; // the state entering the minibatch is not trained
             }
@@ -274,8 +279,9 @@ pub(super) fn run<T: Real>(
         let H_prev = Mat::row_major(&k.H[..tn * h], tn, h);
         let dA = Mat::row_major(dGH_or_dG, tn, gh);
         weight_grad(&mut g.W_hh, layer.W_hh, H_prev.t(), dA);
-        add_column_sums(&mut g.b_hh, dGH_or_dG);
-        add_column_sums(&mut g.b_ih, dG);
+        if !separate {
+            g.b_hh.copy_from_slice(&g.b_ih); // `b_hh` enters where `b_ih` does
+        }
         if k.X.is_empty() {
             // Rows of `[V, G*H]` looked up forward, so added to backward in that layout.
             let mut dW = pool.zeros(g.W_ih.len());
