@@ -1075,18 +1075,18 @@ fn a_product_by_a_matrix_in_panels_equals_the_sum_by_hand() {
         let mut panels = vec![T::ZERO; k * g];
         Panels::write(w, &mut panels);
         let a: Vec<T> = (0..n * k).map(|i| int(i, 7)).collect();
-        let mut c: Vec<T> = (0..n * g).map(|i| T::from_f64(i as f64)).collect();
-        matmul_panels(&mut c, Mat::row_major(&a, n, k), Panels::new(&panels, k, g));
-        for i in 0..n {
-            for j in 0..g {
-                let sum: f64 = (0..k)
-                    .map(|l| a[i * k + l].to_f64() * stored[j * k + l].to_f64())
-                    .sum();
-                assert_eq!(
-                    c[i * g + j].to_f64(),
-                    (i * g + j) as f64 + sum,
-                    "({i}, {j})"
-                );
+        for from_last in [false, true] {
+            let mut c: Vec<T> = (0..n * g).map(|i| T::from_f64(i as f64)).collect();
+            let b = Panels::new(&panels, k, g);
+            matmul_panels(&mut c, Mat::row_major(&a, n, k), b, from_last);
+            for i in 0..n {
+                for j in 0..g {
+                    let sum: f64 = (0..k)
+                        .map(|l| a[i * k + l].to_f64() * stored[j * k + l].to_f64())
+                        .sum();
+                    let at = format!("({i}, {j}), from the last panel: {from_last}");
+                    assert_eq!(c[i * g + j].to_f64(), (i * g + j) as f64 + sum, "{at}");
+                }
             }
         }
     }

@@ -196,16 +196,15 @@ pub struct Bptt<T> {
     pub grads: Grads<T>,
 }
 
-/// A layer's weights as the products read them: `W_hh` in panels, the others and their
-/// transposes row-major (packing contiguous rows is faster than strided ones), borrowed
+/// A layer's weights as the products read them: `W_hh` and `W_hh^T` in panels, `W_ih` and
+/// its transpose row-major (packing contiguous rows is faster than strided ones), borrowed
 /// where the parameter already is (PyTorch's `[G*H, in]` is the book's `W^T`), else
 /// copied.
 struct Prepared<'a, T: Clone> {
     /// `W_hh` in panels (`real::Panels`), for the product at every step forward.
     W_hh: Vec<T>,
-    /// `W_hh^T` row-major: PyTorch's `[G*H, H]` as it is, no copy (in panels it was no
-    /// faster backward, and the copy is a fortieth of the large char model's peak RSS).
-    W_hh_T: Cow<'a, [T]>,
+    /// `W_hh^T` in panels, for the product at every step backward.
+    W_hh_T: Vec<T>,
     /// `(W_ih, W_ih^T)`; for one-hot input the lookup table `W_ih + bias` instead.
     W_ih: Cow<'a, [T]>,
     W_ih_T: Cow<'a, [T]>,
@@ -236,10 +235,12 @@ impl<'a, T: Real> Prepared<'a, T> {
         };
         let mut W_hh = pool.any(layer.W_hh.rows * layer.W_hh.cols);
         Panels::write(layer.W_hh, &mut W_hh);
+        let mut W_hh_T = pool.any(layer.W_hh.rows * layer.W_hh.cols);
+        Panels::write(layer.W_hh.t(), &mut W_hh_T);
         let mut copy = |m: Mat<'a, T>| m.contiguous_with(|len| pool.any(len));
         Self {
             W_hh,
-            W_hh_T: copy(layer.W_hh.t()),
+            W_hh_T,
             W_ih,
             W_ih_T: if one_hot {
                 Cow::Borrowed(&[][..])
@@ -253,8 +254,9 @@ impl<'a, T: Real> Prepared<'a, T> {
     /// The copies back to `pool`.
     fn give(self, pool: &mut Pool<T>) {
         pool.give(self.W_hh);
+        pool.give(self.W_hh_T);
         pool.give(self.bias);
-        for w in [self.W_hh_T, self.W_ih, self.W_ih_T] {
+        for w in [self.W_ih, self.W_ih_T] {
             if let Cow::Owned(w) = w {
                 pool.give(w);
             }

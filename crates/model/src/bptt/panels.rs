@@ -50,8 +50,13 @@ impl<'a, T: Real> Panels<'a, T> {
 
 /// `c += a b` for a row-major `c [a.rows, b.cols]`, one product per panel of `b`: by the
 /// kernel below where it runs (`f32` on a CPU with AVX-512, whole panels, `a` row-major),
-/// else by `gemm`.
-pub fn matmul_panels<T: Real>(c: &mut [T], a: Mat<T>, b: Panels<T>) {
+/// else by `gemm`. `from_last`: the panels in reverse order, which changes no value (each
+/// writes its own columns of `c`). A recurrence alternates it step by step, so that a
+/// step first reads the panels the step before read last, still in cache: the large char
+/// model's `W_hh` (2.4 MB) does not fit a core's 2 MB L2, and read in one order every step
+/// it missed L2 throughout (`[32, 384] x [384, 1536]` on one core, 40 alternating rounds:
+/// median 97 -> 108 GFLOP/s; with 16 rows 109 -> 130).
+pub fn matmul_panels<T: Real>(c: &mut [T], a: Mat<T>, b: Panels<T>, from_last: bool) {
     let n = b.cols;
     assert_eq!(
         c.len(),
@@ -60,7 +65,12 @@ pub fn matmul_panels<T: Real>(c: &mut [T], a: Mat<T>, b: Panels<T>) {
         a.rows
     );
     let rows = a.contiguous();
-    for c0 in (0..n).step_by(PANEL) {
+    let starts = (0..n).step_by(PANEL);
+    let starts: Box<dyn Iterator<Item = usize>> = match from_last {
+        true => Box::new(starts.rev()),
+        false => Box::new(starts),
+    };
+    for c0 in starts {
         let c1 = (c0 + PANEL).min(n);
         let panel = &b.data[c0 * b.rows..c1 * b.rows];
         // `c[c0..]`: the panel's columns of `c`, rows `n` apart.
@@ -77,9 +87,9 @@ pub fn matmul_panels<T: Real>(c: &mut [T], a: Mat<T>, b: Panels<T>) {
 /// are whole tiles, where `gemm`'s 6-row tiles leave a 2-row edge for its slowest
 /// kernel. The large char model's step `[32, 384] x [384, 1536]` on one core, `gemm` on
 /// panels of 64 columns vs this, 9 runs each: 109-135 vs 113-141 GFLOP/s; its training
-/// +5.3% (median of 5 alternating runs). The step backward, `dA_t W_hh^T`, was no faster
-/// by it in training (`W_hh^T` in panels too: -1.2%), and stays `gemm`'s on PyTorch's
-/// tensor as it is.
+/// +5.3% (median of 5 alternating runs). The step backward, `dA_t W_hh^T`, `[32, 1536] x
+/// [1536, 384]`: `gemm` on PyTorch's row-major tensor 86, this 93, this with the panels'
+/// order alternating 96 GFLOP/s (medians of 40 alternating rounds).
 #[cfg(target_arch = "x86_64")]
 mod kernel {
     use std::any::TypeId;

@@ -152,9 +152,9 @@ pub(super) fn run<T: Real>(
             if cell.separate_hidden_gates() {
                 gh_t.chunks_exact_mut(gh)
                     .for_each(|row| row.copy_from_slice(layer.b_hh));
-                matmul_panels(&mut gh_t, Mat::row_major(h_prev, n, h), W_hh);
+                matmul_panels(&mut gh_t, Mat::row_major(h_prev, n, h), W_hh, t % 2 == 1);
             } else {
-                matmul_panels(G_t, Mat::row_major(h_prev, n, h), W_hh);
+                matmul_panels(G_t, Mat::row_major(h_prev, n, h), W_hh, t % 2 == 1);
             }
             let (c_prev, c) = if C.is_empty() {
                 (&[][..], &mut [][..])
@@ -219,7 +219,7 @@ pub(super) fn run<T: Real>(
         let mut dh_next = pool.zeros(block);
         let mut dc = pool.zeros(if k.C.is_empty() { 0 } else { block });
         let mut dh = pool.any(block);
-        let W_hh_T = Mat::row_major(&w.W_hh_T, gh, h);
+        let W_hh_T = Panels::new(&w.W_hh_T, gh, h);
         for t in (0..steps).rev() {
             let rows = t * block..(t + 1) * block;
             sum_into(&mut dh, &dY[rows.clone()], &dh_next);
@@ -265,7 +265,12 @@ pub(super) fn run<T: Real>(
                 continue;
             }
             let dgh_t = if separate { &dGH[gates] } else { &dG[gates] };
-            matmul(&mut dh_next, Mat::row_major(dgh_t, n, gh), W_hh_T, true);
+            matmul_panels(
+                &mut dh_next,
+                Mat::row_major(dgh_t, n, gh),
+                W_hh_T,
+                t % 2 == 1,
+            );
             if s != 1.0 {
                 let s = T::from_f64(s);
                 dh_next
