@@ -1032,8 +1032,8 @@ fn a_matrix_view_made_row_major_is_borrowed_or_copied_exactly() {
     use rnnlm_model::bptt::{Mat, Real};
     use std::borrow::Cow;
     // 70 x 45 crosses the edges of the f64 copy's 32 x 32 tiles and of the f32 one's 8 x 8
-    // blocks in both directions; columns 3..44 of the transpose, a view whose rows are
-    // further apart than its width.
+    // blocks in both directions; columns 3..44 of the matrix and of its transpose, views
+    // whose rows are further apart than their width.
     fn check<T: Real>() {
         let (rows, cols) = (70, 45);
         let data: Vec<T> = (0..rows * cols).map(|i| T::from_f64(i as f64)).collect();
@@ -1054,6 +1054,14 @@ fn a_matrix_view_made_row_major_is_borrowed_or_copied_exactly() {
             for c in 0..rows {
                 let (got, want) = (part[r * rows + c], data[c * cols + 3 + r]);
                 assert_eq!(got.to_f64(), want.to_f64(), "({r}, {c})");
+            }
+        }
+        // Columns 3..44 as they are: rows contiguous, 45 apart (a panel).
+        let panel = m.columns(3, 44).to_row_major();
+        for r in 0..rows {
+            for c in 0..41 {
+                let (got, want) = (panel[r * 41 + c], data[r * cols + 3 + c]);
+                assert_eq!(got.to_f64(), want.to_f64(), "panel ({r}, {c})");
             }
         }
     }

@@ -223,6 +223,13 @@ impl<'a, T: Real> Mat<'a, T> {
         if self.rs == 1 && super::transpose::transpose(self.data, self.cs, rows, cols, out) {
             return;
         }
+        if self.cs == 1 {
+            // Rows already contiguous (a range of a row-major matrix's columns: a panel).
+            for (r, out) in out.chunks_exact_mut(cols.max(1)).enumerate() {
+                out.copy_from_slice(&self.data[r * self.rs..][..cols]);
+            }
+            return;
+        }
         // In 32 x 32 tiles: a transpose read row by row would touch a new cache line for
         // every element. (8 x 8 blocks moved through registers were no faster: the
         // weights do not fit the cache, and the memory traffic is the cost.)
