@@ -36,6 +36,7 @@ use pool::{Kind, Pool};
 use rayon::prelude::*;
 
 pub use cells::Cell;
+use panels::backward_in_panels;
 pub use panels::{PANEL, Panels, matmul_panels};
 pub use pool::{release, set_give_back};
 pub use real::{Mat, Real, matmul};
@@ -196,15 +197,15 @@ pub struct Bptt<T> {
     pub grads: Grads<T>,
 }
 
-/// A layer's weights as the products read them: `W_hh` and `W_hh^T` in panels, `W_ih` and
-/// its transpose row-major (packing contiguous rows is faster than strided ones), borrowed
+/// A layer's weights as the products read them: `W_hh` in panels, `W_hh^T` in panels
+/// where that is faster (`Back`), `W_ih` and its transpose row-major (packing contiguous rows is faster than strided ones), borrowed
 /// where the parameter already is (PyTorch's `[G*H, in]` is the book's `W^T`), else
 /// copied.
 struct Prepared<'a, T: Clone> {
     /// `W_hh` in panels (`real::Panels`), for the product at every step forward.
     W_hh: Vec<T>,
-    /// `W_hh^T` in panels, for the product at every step backward.
-    W_hh_T: Vec<T>,
+    /// `W_hh^T`, for the product at every step backward.
+    W_hh_T: Back<'a, T>,
     /// `(W_ih, W_ih^T)`; for one-hot input the lookup table `W_ih + bias` instead.
     W_ih: Cow<'a, [T]>,
     W_ih_T: Cow<'a, [T]>,
@@ -235,8 +236,13 @@ impl<'a, T: Real> Prepared<'a, T> {
         };
         let mut W_hh = pool.any(layer.W_hh.rows * layer.W_hh.cols);
         Panels::write(layer.W_hh, &mut W_hh);
-        let mut W_hh_T = pool.any(layer.W_hh.rows * layer.W_hh.cols);
-        Panels::write(layer.W_hh.t(), &mut W_hh_T);
+        let W_hh_T = if backward_in_panels::<T>(layer.W_hh.rows, layer.W_hh.cols) {
+            let mut panels = pool.any(layer.W_hh.rows * layer.W_hh.cols);
+            Panels::write(layer.W_hh.t(), &mut panels);
+            Back::Panels(panels)
+        } else {
+            Back::RowMajor(layer.W_hh.t().contiguous_with(|len| pool.any(len)))
+        };
         let mut copy = |m: Mat<'a, T>| m.contiguous_with(|len| pool.any(len));
         Self {
             W_hh,
@@ -254,12 +260,34 @@ impl<'a, T: Real> Prepared<'a, T> {
     /// The copies back to `pool`.
     fn give(self, pool: &mut Pool<T>) {
         pool.give(self.W_hh);
-        pool.give(self.W_hh_T);
         pool.give(self.bias);
-        for w in [self.W_ih, self.W_ih_T] {
+        let W_hh_T = match self.W_hh_T {
+            Back::Panels(w) => Cow::Owned(w),
+            Back::RowMajor(w) => w,
+        };
+        for w in [W_hh_T, self.W_ih, self.W_ih_T] {
             if let Cow::Owned(w) = w {
                 pool.give(w);
             }
+        }
+    }
+}
+
+/// `W_hh^T` (`[G*H, H]`) as the step backward multiplies by it.
+enum Back<'a, T: Clone> {
+    /// In panels, by the project's kernel, alternating their order step by step.
+    Panels(Vec<T>),
+    /// Row-major (PyTorch's tensor in place), by `gemm`.
+    RowMajor(Cow<'a, [T]>),
+}
+
+impl<T: Real> Back<'_, T> {
+    /// `dh += dA W_hh^T` at step `t`.
+    fn multiply(&self, dh: &mut [T], dA: Mat<T>, t: usize) {
+        let h = dh.len() / dA.rows.max(1);
+        match self {
+            Back::Panels(w) => matmul_panels(dh, dA, Panels::new(w, dA.cols, h), t % 2 == 1),
+            Back::RowMajor(w) => matmul(dh, dA, Mat::row_major(w, dA.cols, h), true),
         }
     }
 }

@@ -75,11 +75,25 @@ pub fn matmul_panels<T: Real>(c: &mut [T], a: Mat<T>, b: Panels<T>, from_last: b
         let panel = &b.data[c0 * b.rows..c1 * b.rows];
         // `c[c0..]`: the panel's columns of `c`, rows `n` apart.
         let c = &mut c[c0..];
-        if c1 - c0 == PANEL && kernel::product(c, n, &rows, a.rows, a.cols, panel) {
+        if kernel::product(c, n, &rows, a.rows, a.cols, panel, c1 - c0) {
             continue;
         }
         gemm_into(c, n, a, Mat::row_major(panel, b.rows, c1 - c0), true);
     }
+}
+
+/// Whether the step backward multiplies by `W_hh^T` (`[gh, h]`) in panels, by the kernel
+/// below, rather than by `gemm` on the row-major tensor: where `gemm` leaves an edge (its
+/// widest kernel covers 64 output columns: `h = 200` leaves 8 to a 1-vector kernel) or
+/// the matrix is larger than a core's L2 (2 MiB here; the panels' alternating order
+/// reuses what is left of them there). `f32`, one core, medians of 30 alternating rounds,
+/// `gemm` vs panels: `h = 128` (50 rows, `k = 512`) 99 vs 89 GFLOP/s, `h = 256` (50 and 25
+/// rows) 92 vs 86 and 88 vs 80: `gemm`; `h = 200` (20 and 10 rows) 64 vs 84 and 59 vs
+/// 102; `h = 384` (32 and 16 rows, 2.4 MB) 78 vs 92 and 68 vs 87; `h = 512` (50 and 25
+/// rows) 83 vs 88 and 65 vs 81; `h = 1024` 86 vs 94: panels.
+pub(super) fn backward_in_panels<T>(h: usize, gh: usize) -> bool {
+    const L2: usize = 2 << 20;
+    !h.is_multiple_of(64) || gh * h * std::mem::size_of::<T>() > L2
 }
 
 /// The recurrent step's product by a panel, in tiles of 8 rows by the panel's 48 columns:
@@ -89,7 +103,10 @@ pub fn matmul_panels<T: Real>(c: &mut [T], a: Mat<T>, b: Panels<T>, from_last: b
 /// panels of 64 columns vs this, 9 runs each: 109-135 vs 113-141 GFLOP/s; its training
 /// +5.3% (median of 5 alternating runs). The step backward, `dA_t W_hh^T`, `[32, 1536] x
 /// [1536, 384]`: `gemm` on PyTorch's row-major tensor 86, this 93, this with the panels'
-/// order alternating 96 GFLOP/s (medians of 40 alternating rounds).
+/// order alternating 96 GFLOP/s (medians of 40 alternating rounds). The last panel, when
+/// narrower, in masked vectors: left to `gemm`, the 32 columns over 2 x 48 of the small
+/// char model's step backward (`[50, 512] x [512, 128]`) made the product 13% slower
+/// than `gemm` on the whole.
 #[cfg(target_arch = "x86_64")]
 mod kernel {
     use std::any::TypeId;
@@ -101,8 +118,8 @@ mod kernel {
     const ROWS: usize = 8;
 
     /// `c += a panel` (`c` rows `ldc` apart, `a` `[m, k]` row-major, the panel `[k,
-    /// PANEL]`) where `T` is `f32` and the CPU has AVX-512; `false` (nothing done)
-    /// elsewhere.
+    /// width]`, `width <= PANEL`) where `T` is `f32` and the CPU has AVX-512; `false`
+    /// (nothing done) elsewhere.
     pub fn product<T: 'static>(
         c: &mut [T],
         ldc: usize,
@@ -110,66 +127,100 @@ mod kernel {
         m: usize,
         k: usize,
         panel: &[T],
+        width: usize,
     ) -> bool {
         if TypeId::of::<T>() != TypeId::of::<f32>() || !is_x86_feature_detected!("avx512f") {
             return false;
         }
-        assert!(a.len() == m * k && panel.len() == k * PANEL);
-        assert!(m == 0 || (m - 1) * ldc + PANEL <= c.len());
+        assert!(a.len() == m * k && panel.len() == k * width && (1..=PANEL).contains(&width));
+        assert!(m == 0 || (m - 1) * ldc + width <= c.len());
         let (c, a, b) = (
             c.as_mut_ptr().cast::<f32>(),
             a.as_ptr().cast::<f32>(),
             panel.as_ptr().cast::<f32>(),
         );
+        // The lanes of the last vector that are columns of the panel.
+        let last: __mmask16 = match width % 16 {
+            0 => 0xffff,
+            w => (1 << w) - 1,
+        };
         // SAFETY: `T` is `f32`; the asserts keep every row of `a`, `c` and the panel that
-        // a tile addresses in bounds; the CPU has AVX-512.
+        // a tile addresses in bounds (the last vector masked to `width`); the CPU has
+        // AVX-512.
         unsafe {
-            let at = |r: usize| (a.add(r * k), c.add(r * ldc));
-            let mut r = 0;
-            while r + ROWS <= m {
-                let (a, c) = at(r);
-                tile::<ROWS>(k, a, b, c, ldc);
-                r += ROWS;
-            }
-            let (a, c) = at(r);
-            match m - r {
-                0 => {}
-                1 => tile::<1>(k, a, b, c, ldc),
-                2 => tile::<2>(k, a, b, c, ldc),
-                3 => tile::<3>(k, a, b, c, ldc),
-                4 => tile::<4>(k, a, b, c, ldc),
-                5 => tile::<5>(k, a, b, c, ldc),
-                6 => tile::<6>(k, a, b, c, ldc),
-                _ => tile::<7>(k, a, b, c, ldc),
+            match width.div_ceil(16) {
+                1 => tiles::<1>(m, k, a, b, width, c, ldc, last),
+                2 => tiles::<2>(m, k, a, b, width, c, ldc, last),
+                _ => tiles::<3>(m, k, a, b, width, c, ldc, last),
             }
         }
         true
     }
 
-    /// `c[r, j] += sum_l a[r, l] b[l, j]` for `R` rows and the panel's 48 columns (`a`
-    /// rows `k` apart, `b` rows `PANEL` apart), the sum in order of `l`, fused
-    /// multiply-adds.
-    #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const R: usize>(
+    /// The rows in tiles of `ROWS`, then one of the rest, `V` vectors wide.
+    #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
+    unsafe fn tiles<const V: usize>(
+        m: usize,
         k: usize,
         a: *const f32,
         b: *const f32,
+        ldb: usize,
         c: *mut f32,
         ldc: usize,
+        last: __mmask16,
     ) {
-        const V: usize = PANEL / 16;
-        // SAFETY (every pointer below): within the bounds `product` asserted.
+        // SAFETY: as `product`'s.
+        unsafe {
+            let at = |r: usize| (a.add(r * k), c.add(r * ldc));
+            let mut r = 0;
+            while r + ROWS <= m {
+                let (a, c) = at(r);
+                tile::<ROWS, V>(k, a, b, ldb, c, ldc, last);
+                r += ROWS;
+            }
+            let (a, c) = at(r);
+            match m - r {
+                0 => {}
+                1 => tile::<1, V>(k, a, b, ldb, c, ldc, last),
+                2 => tile::<2, V>(k, a, b, ldb, c, ldc, last),
+                3 => tile::<3, V>(k, a, b, ldb, c, ldc, last),
+                4 => tile::<4, V>(k, a, b, ldb, c, ldc, last),
+                5 => tile::<5, V>(k, a, b, ldb, c, ldc, last),
+                6 => tile::<6, V>(k, a, b, ldb, c, ldc, last),
+                _ => tile::<7, V>(k, a, b, ldb, c, ldc, last),
+            }
+        }
+    }
+
+    /// `c[r, j] += sum_l a[r, l] b[l, j]` for `R` rows and `V` vectors of columns, the
+    /// last masked by `last` (`a` rows `k` apart, `b` rows `ldb` apart), the sum in order
+    /// of `l`, fused multiply-adds.
+    #[allow(clippy::too_many_arguments)]
+    #[target_feature(enable = "avx512f")]
+    unsafe fn tile<const R: usize, const V: usize>(
+        k: usize,
+        a: *const f32,
+        b: *const f32,
+        ldb: usize,
+        c: *mut f32,
+        ldc: usize,
+        last: __mmask16,
+    ) {
+        let mask = |j: usize| if j + 1 == V { last } else { 0xffff };
+        // SAFETY (every pointer below): within the bounds `product` asserted; masked
+        // lanes are neither read nor written.
         unsafe {
             let mut acc = [[_mm512_setzero_ps(); V]; R];
             for (r, acc) in acc.iter_mut().enumerate() {
                 for (j, acc) in acc.iter_mut().enumerate() {
-                    *acc = _mm512_loadu_ps(c.add(r * ldc + 16 * j));
+                    *acc = _mm512_maskz_loadu_ps(mask(j), c.add(r * ldc + 16 * j));
                 }
             }
             for l in 0..k {
                 let mut row = [_mm512_setzero_ps(); V];
                 for (j, row) in row.iter_mut().enumerate() {
-                    *row = _mm512_loadu_ps(b.add(l * PANEL + 16 * j));
+                    *row = _mm512_maskz_loadu_ps(mask(j), b.add(l * ldb + 16 * j));
                 }
                 for (r, acc) in acc.iter_mut().enumerate() {
                     let x = _mm512_set1_ps(*a.add(r * k + l));
@@ -180,7 +231,7 @@ mod kernel {
             }
             for (r, acc) in acc.iter().enumerate() {
                 for (j, &acc) in acc.iter().enumerate() {
-                    _mm512_storeu_ps(c.add(r * ldc + 16 * j), acc);
+                    _mm512_mask_storeu_ps(c.add(r * ldc + 16 * j), mask(j), acc);
                 }
             }
         }
@@ -190,7 +241,15 @@ mod kernel {
 /// No kernel of this project's own off x86-64: `gemm` multiplies.
 #[cfg(not(target_arch = "x86_64"))]
 mod kernel {
-    pub fn product<T>(_: &mut [T], _: usize, _: &[T], _: usize, _: usize, _: &[T]) -> bool {
+    pub fn product<T>(
+        _: &mut [T],
+        _: usize,
+        _: &[T],
+        _: usize,
+        _: usize,
+        _: &[T],
+        _: usize,
+    ) -> bool {
         false
     }
 }

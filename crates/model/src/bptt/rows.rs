@@ -219,7 +219,6 @@ pub(super) fn run<T: Real>(
         let mut dh_next = pool.zeros(block);
         let mut dc = pool.zeros(if k.C.is_empty() { 0 } else { block });
         let mut dh = pool.any(block);
-        let W_hh_T = Panels::new(&w.W_hh_T, gh, h);
         for t in (0..steps).rev() {
             let rows = t * block..(t + 1) * block;
             sum_into(&mut dh, &dY[rows.clone()], &dh_next);
@@ -265,12 +264,8 @@ pub(super) fn run<T: Real>(
                 continue;
             }
             let dgh_t = if separate { &dGH[gates] } else { &dG[gates] };
-            matmul_panels(
-                &mut dh_next,
-                Mat::row_major(dgh_t, n, gh),
-                W_hh_T,
-                t % 2 == 1,
-            );
+            w.W_hh_T
+                .multiply(&mut dh_next, Mat::row_major(dgh_t, n, gh), t);
             if s != 1.0 {
                 let s = T::from_f64(s);
                 dh_next
