@@ -1072,11 +1072,12 @@ fn a_matrix_view_made_row_major_is_borrowed_or_copied_exactly() {
 #[test]
 fn a_product_by_a_matrix_in_panels_equals_the_sum_by_hand() {
     use rnnlm_model::bptt::{Mat, PANEL, Panels, Real, matmul_panels};
-    // 19 rows: two whole tiles of the f32 kernel and a part; 118 columns: two whole
-    // panels and a part; the source stored transposed, as PyTorch's `W_hh` is. Small
+    // 19 rows: two whole tiles of the f32 kernel and a part; 118, 56 and 32 columns:
+    // whole panels and a last one of 22 (two vectors, the second masked), 8 (one, masked)
+    // or 32 (two whole); the source stored transposed, as PyTorch's `W_hh` is. Small
     // integers, so every sum is exact in f32 and f64 whatever the order.
-    fn check<T: Real>() {
-        let (n, k, g) = (19, 70, 2 * PANEL + 22);
+    fn check<T: Real>(g: usize) {
+        let (n, k) = (19, 70);
         let int = |i: usize, m: usize| T::from_f64((i % m) as f64 - (m / 2) as f64);
         let stored: Vec<T> = (0..g * k).map(|i| int(i, 13)).collect();
         let w = Mat::row_major(&stored, g, k).t(); // [k, g]
@@ -1098,8 +1099,10 @@ fn a_product_by_a_matrix_in_panels_equals_the_sum_by_hand() {
             }
         }
     }
-    check::<f32>();
-    check::<f64>();
+    for g in [2 * PANEL + 22, PANEL + 8, 32] {
+        check::<f32>(g);
+        check::<f64>(g);
+    }
 }
 
 #[test]
