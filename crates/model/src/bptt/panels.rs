@@ -65,12 +65,9 @@ pub fn matmul_panels<T: Real>(c: &mut [T], a: Mat<T>, b: Panels<T>, from_last: b
         a.rows
     );
     let rows = a.contiguous();
-    let starts = (0..n).step_by(PANEL);
-    let starts: Box<dyn Iterator<Item = usize>> = match from_last {
-        true => Box::new(starts.rev()),
-        false => Box::new(starts),
-    };
-    for c0 in starts {
+    let count = n.div_ceil(PANEL);
+    for i in 0..count {
+        let c0 = PANEL * if from_last { count - 1 - i } else { i };
         let c1 = (c0 + PANEL).min(n);
         let panel = &b.data[c0 * b.rows..c1 * b.rows];
         // `c[c0..]`: the panel's columns of `c`, rows `n` apart.
@@ -146,28 +143,35 @@ mod kernel {
             w => (1 << w) - 1,
         };
         let partial = last != 0xffff;
+        let o = Operands {
+            k,
+            a,
+            b,
+            ldb: width,
+            c,
+            ldc,
+            last,
+        };
         // SAFETY: `T` is `f32`; the asserts keep every row of `a`, `c` and the panel that
         // a tile addresses in bounds (the last vector masked to `width`); the CPU has
         // AVX-512.
         unsafe {
             match (width.div_ceil(16), partial) {
-                (1, false) => tiles::<1, false>(m, k, a, b, width, c, ldc, last),
-                (2, false) => tiles::<2, false>(m, k, a, b, width, c, ldc, last),
-                (3, false) => tiles::<3, false>(m, k, a, b, width, c, ldc, last),
-                (1, true) => tiles::<1, true>(m, k, a, b, width, c, ldc, last),
-                (2, true) => tiles::<2, true>(m, k, a, b, width, c, ldc, last),
-                _ => tiles::<3, true>(m, k, a, b, width, c, ldc, last),
+                (1, false) => tiles::<1, false>(m, o),
+                (2, false) => tiles::<2, false>(m, o),
+                (3, false) => tiles::<3, false>(m, o),
+                (1, true) => tiles::<1, true>(m, o),
+                (2, true) => tiles::<2, true>(m, o),
+                _ => tiles::<3, true>(m, o),
             }
         }
         true
     }
 
-    /// The rows in tiles of `ROWS`, then one of the rest, `V` vectors wide (the last masked
-    /// by `last` if `PARTIAL`).
-    #[allow(clippy::too_many_arguments)]
-    #[inline(always)]
-    unsafe fn tiles<const V: usize, const PARTIAL: bool>(
-        m: usize,
+    /// What a tile multiplies: `a` (rows `k` apart) by the panel `b` (rows `ldb` apart) into
+    /// `c` (rows `ldc` apart), the last vector's lanes `last`.
+    #[derive(Clone, Copy)]
+    struct Operands {
         k: usize,
         a: *const f32,
         b: *const f32,
@@ -175,44 +179,65 @@ mod kernel {
         c: *mut f32,
         ldc: usize,
         last: __mmask16,
-    ) {
+    }
+
+    impl Operands {
+        /// The same from row `r` of `a` and `c` on.
+        ///
+        /// SAFETY: row `r` is within `a` and `c`.
+        #[inline(always)]
+        unsafe fn at_row(self, r: usize) -> Self {
+            // SAFETY: as the caller promises.
+            unsafe {
+                Self {
+                    a: self.a.add(r * self.k),
+                    c: self.c.add(r * self.ldc),
+                    ..self
+                }
+            }
+        }
+    }
+
+    /// The `m` rows in tiles of `ROWS`, then one of the rest, `V` vectors wide (the last
+    /// masked if `PARTIAL`).
+    #[inline(always)]
+    unsafe fn tiles<const V: usize, const PARTIAL: bool>(m: usize, o: Operands) {
         // SAFETY: as `product`'s.
         unsafe {
-            let at = |r: usize| (a.add(r * k), c.add(r * ldc));
             let mut r = 0;
             while r + ROWS <= m {
-                let (a, c) = at(r);
-                tile::<ROWS, V, PARTIAL>(k, a, b, ldb, c, ldc, last);
+                tile::<ROWS, V, PARTIAL>(o.at_row(r));
                 r += ROWS;
             }
-            let (a, c) = at(r);
+            if r == m {
+                return; // (row `m` may lie past `c`'s end)
+            }
+            let o = o.at_row(r);
             match m - r {
-                0 => {}
-                1 => tile::<1, V, PARTIAL>(k, a, b, ldb, c, ldc, last),
-                2 => tile::<2, V, PARTIAL>(k, a, b, ldb, c, ldc, last),
-                3 => tile::<3, V, PARTIAL>(k, a, b, ldb, c, ldc, last),
-                4 => tile::<4, V, PARTIAL>(k, a, b, ldb, c, ldc, last),
-                5 => tile::<5, V, PARTIAL>(k, a, b, ldb, c, ldc, last),
-                6 => tile::<6, V, PARTIAL>(k, a, b, ldb, c, ldc, last),
-                _ => tile::<7, V, PARTIAL>(k, a, b, ldb, c, ldc, last),
+                1 => tile::<1, V, PARTIAL>(o),
+                2 => tile::<2, V, PARTIAL>(o),
+                3 => tile::<3, V, PARTIAL>(o),
+                4 => tile::<4, V, PARTIAL>(o),
+                5 => tile::<5, V, PARTIAL>(o),
+                6 => tile::<6, V, PARTIAL>(o),
+                _ => tile::<7, V, PARTIAL>(o),
             }
         }
     }
 
     /// `c[r, j] += sum_l a[r, l] b[l, j]` for `R` rows and `V` vectors of columns, the
-    /// last masked by `last` if `PARTIAL` (`a` rows `k` apart, `b` rows `ldb` apart), the
-    /// sum in order of `l`, fused multiply-adds.
-    #[allow(clippy::too_many_arguments)]
+    /// last masked if `PARTIAL`, the sum in order of `l`, fused multiply-adds.
     #[target_feature(enable = "avx512f")]
-    unsafe fn tile<const R: usize, const V: usize, const PARTIAL: bool>(
-        k: usize,
-        a: *const f32,
-        b: *const f32,
-        ldb: usize,
-        c: *mut f32,
-        ldc: usize,
-        last: __mmask16,
-    ) {
+    unsafe fn tile<const R: usize, const V: usize, const PARTIAL: bool>(o: Operands) {
+        let Operands {
+            k,
+            a,
+            b,
+            ldb,
+            c,
+            ldc,
+            last,
+        } = o;
         let masked = |j: usize| PARTIAL && j + 1 == V;
         // SAFETY (every pointer below): within the bounds `product` asserted; masked
         // lanes are neither read nor written.
