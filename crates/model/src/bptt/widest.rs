@@ -39,25 +39,9 @@ macro_rules! widest {
     };
 }
 
-/// `x` folded by `f` from `init` (an identity of `f`) in eight interleaved lanes, then
-/// across them: the compiler keeps a float reduction in order, so one accumulator would
-/// not vectorise (a 10,000-word softmax reads every logit twice this way).
-#[inline(always)]
-pub(super) fn lanes<T: Real>(x: &[T], init: T, f: impl Fn(T, T) -> T) -> T {
-    let mut acc = [init; 8];
-    let chunks = x.chunks_exact(8);
-    let rest = chunks.remainder();
-    for chunk in chunks {
-        for (a, &b) in acc.iter_mut().zip(chunk) {
-            *a = f(*a, b);
-        }
-    }
-    let first = rest.iter().fold(acc[0], |a, &b| f(a, b));
-    acc[1..].iter().fold(first, |a, &b| f(a, b))
-}
-
 widest! {
-    /// `sum x^2` in f64, over eight lanes as `lanes` folds.
+    /// `sum x^2` in f64, in eight interleaved lanes, then across them: the compiler keeps a
+    /// float reduction in order, so one accumulator would not vectorise.
     pub fn sum_of_squares(x: &[T]) -> f64 {
         let mut acc = [0.0; 8];
         let chunks = x.chunks_exact(8);
