@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use burn::optim::GradientsParams;
 use burn::tensor::{DType, Device, Element, Int, Tensor, TensorData};
 
-use crate::bptt::{self, Cell, Layer, Masks, Mat, Minibatch, Params, Real};
+use crate::bptt::{self, Cell, Layer, Masks, Mat, Minibatch, Params, Real, RowGrads};
 use crate::clip::scale_host;
 use crate::model::name_prefixes;
 use crate::step::{Gradients, Pass, StepInput};
@@ -132,10 +132,40 @@ impl HostParams {
     }
 }
 
+/// One parameter's gradient on the host: whole, or the rows of it that can be nonzero
+/// (the embedding's: an optimizer that moves only what has a gradient, SGD, updates
+/// those alone).
+pub(crate) enum HostGrad<T> {
+    Whole(Vec<T>),
+    Rows(RowGrads<T>),
+}
+
+impl<T: Real> HostGrad<T> {
+    /// Every value that can be nonzero, for the clipping and its norm.
+    pub(crate) fn values_mut(&mut self) -> &mut [T] {
+        match self {
+            Self::Whole(v) => v,
+            Self::Rows(r) => &mut r.values,
+        }
+    }
+
+    /// The whole gradient of a parameter of `len` elements.
+    pub(crate) fn into_whole(self, len: usize) -> Vec<T> {
+        match self {
+            Self::Whole(v) => v,
+            Self::Rows(r) => {
+                let whole = r.to_dense(len);
+                bptt::recycle([r.values]);
+                whole
+            }
+        }
+    }
+}
+
 /// What a pass of the kernel hands back: the gradients on the host in the model's
 /// parameter order, beside the rest of `Gradients` (its `grads` not yet filled).
 pub(crate) struct HostPass<T> {
-    pub(crate) grads: Vec<Vec<T>>,
+    pub(crate) grads: Vec<HostGrad<T>>,
     /// The norm clipping's factor, which `grads` are still to be multiplied by.
     pub(crate) scale: Option<T>,
     pub(crate) rest: Gradients,
@@ -145,13 +175,14 @@ impl<T: Real + Element> HostPass<T> {
     /// The gradients as tensors under their parameters' ids, for an optimizer.
     fn into_gradients(mut self, model: &Model) -> Gradients {
         if let Some(factor) = self.scale {
-            let mut all: Vec<&mut [T]> = self.grads.iter_mut().map(Vec::as_mut_slice).collect();
+            let mut all: Vec<&mut [T]> = self.grads.iter_mut().map(HostGrad::values_mut).collect();
             scale_host(&mut all, factor);
         }
         let inner = self.rest.token_losses.device().inner();
         let mut rest = self.rest;
-        for ((_, param), values) in model.named_params().iter().zip(self.grads) {
-            let data = TensorData::new(values, param.shape());
+        for ((_, param), grad) in model.named_params().iter().zip(self.grads) {
+            let shape = param.shape();
+            let data = TensorData::new(grad.into_whole(shape.iter().product()), shape);
             match data.shape().len() {
                 1 => rest
                     .grads
@@ -307,13 +338,15 @@ impl Run<'_> {
         // Gradients back under the parameters' names (the layers' already in their
         // stored orientation).
         let g = out.grads;
-        let mut by_name: HashMap<String, Vec<T>> = HashMap::new();
+        let mut by_name: HashMap<String, HostGrad<T>> = HashMap::new();
+        let mut put = |name: &String, g: HostGrad<T>| by_name.insert(name.clone(), g);
+        use HostGrad::{Rows, Whole};
         for (l, layer) in g.layers.into_iter().enumerate() {
-            by_name.insert(names.W_ih[l].clone(), layer.W_ih);
-            by_name.insert(names.W_hh[l].clone(), layer.W_hh);
-            by_name.insert(names.b_ih[l].clone(), layer.b_ih);
+            put(&names.W_ih[l], Whole(layer.W_ih));
+            put(&names.W_hh[l], Whole(layer.W_hh));
+            put(&names.b_ih[l], Whole(layer.b_ih));
             if let Some(b_hh) = &names.b_hh {
-                by_name.insert(b_hh[l].clone(), layer.b_hh);
+                put(&b_hh[l], Whole(layer.b_hh));
             }
         }
         match (&names.W_hq, &names.embedding, g.embedding) {
@@ -323,23 +356,24 @@ impl Run<'_> {
                 } else {
                     g.W_hq
                 };
-                by_name.insert(name.clone(), W_hq);
+                put(name, Whole(W_hq));
                 if let (Some(name), Some(grad)) = (&names.embedding, embedding) {
-                    by_name.insert(name.clone(), grad);
+                    put(name, Rows(grad));
                 }
             }
             // Tied: the embedding's gradient from both of its uses.
-            (None, Some(name), Some(mut grad)) => {
+            (None, Some(name), Some(rows)) => {
+                let mut grad = rows.to_dense(v * h);
                 let W_hq_T = transposed(g.W_hq, h, v);
                 grad.iter_mut().zip(&W_hq_T).for_each(|(a, &b)| *a += b);
-                bptt::recycle([W_hq_T]);
-                by_name.insert(name.clone(), grad);
+                bptt::recycle([W_hq_T, rows.values]);
+                put(name, Whole(grad));
             }
             (None, ..) => unreachable!("a tied decoder has an embedding"),
         }
-        by_name.insert(names.b_q.clone(), g.b_q);
+        put(&names.b_q, Whole(g.b_q));
         // In the model's parameter order, so that the norm sums in the same order every run.
-        let mut values: Vec<Vec<T>> = (layout.order.iter())
+        let mut values: Vec<HostGrad<T>> = (layout.order.iter())
             .map(|name| {
                 by_name
                     .remove(name)
@@ -348,7 +382,7 @@ impl Run<'_> {
             .collect();
         let (clipped, scale) = match self.pass {
             Pass::Train(clipping) => {
-                let mut all: Vec<&mut [T]> = values.iter_mut().map(Vec::as_mut_slice).collect();
+                let mut all: Vec<&mut [T]> = values.iter_mut().map(HostGrad::values_mut).collect();
                 let (norm, scale) = clipping.clip_host(&mut all);
                 let norm = TensorData::new(vec![T::from_f64(norm)], [1]);
                 (Some(Tensor::from_data(norm, &device)), scale)

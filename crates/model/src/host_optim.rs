@@ -12,7 +12,7 @@ use burn::tensor::{DType, Device, Element, TensorData};
 use rayon::prelude::*;
 
 use crate::bptt::{self, Real};
-use crate::fused::{HostParams, Layout, Run};
+use crate::fused::{HostGrad, HostParams, Layout, Run};
 use crate::step::{Pass, StepInput, StepResult};
 use crate::tensors::NamedTensors;
 use crate::{Clipping, Model, ModelConfig, ModelError, State};
@@ -212,8 +212,22 @@ fn update<T: Real + Element>(
     // The clipping's factor folded in: `g * scale` as the clipping rounds it.
     let scale = pass.scale;
     let lr = T::from_f64(lr);
-    for (name, g) in names.iter().zip(&pass.grads) {
-        let p = params.get_mut::<T>(name).par_chunks_mut(CHUNK);
+    let mut buffers = Vec::with_capacity(pass.grads.len());
+    for (name, g) in names.iter().zip(pass.grads) {
+        let p = params.get_mut::<T>(name);
+        let g = match (opt.rule, g) {
+            // The rows without a gradient: `p - (0 * scale) * lr` is `p`, so they are
+            // left as they are (PTB: 9,600 of the embedding's 10,000 rows a minibatch).
+            (HostRule::Sgd, HostGrad::Rows(rows)) => {
+                for (id, g) in rows.rows() {
+                    sgd(&mut p[id * g.len()..(id + 1) * g.len()], g, scale, lr);
+                }
+                buffers.push(rows.values);
+                continue;
+            }
+            (_, g) => g.into_whole(p.len()),
+        };
+        let p = p.par_chunks_mut(CHUNK);
         match opt.rule {
             HostRule::Sgd => p
                 .zip(g.par_chunks(CHUNK))
@@ -232,8 +246,9 @@ fn update<T: Real + Element>(
                     .for_each(|(((p, m), v), g)| adam(p, m, v, g, k, scale, lr));
             }
         }
+        buffers.push(g);
     }
-    bptt::recycle(pass.grads);
+    bptt::recycle(buffers);
     Ok(StepResult::of(pass.rest))
 }
 
