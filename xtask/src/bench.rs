@@ -165,6 +165,14 @@ impl Side {
     }
 }
 
+/// The product rates (FLOP/s) measured after one epoch: `[32, H] x [H, H]` by Burn's
+/// matmul and by the host kernel, the decoder's `[rows, H] x [H, V]` by the host kernel.
+struct Rates {
+    burn: f64,
+    kernel: f64,
+    decoder: f64,
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Stats {
     median: f64,
@@ -209,6 +217,7 @@ fn flops_per_token(config: &TrainConfig, vocab: usize) -> f64 {
 
 /// Seconds per call of `f` in the fastest of five rounds, after a warm-up.
 fn time_per_call(reps: usize, mut f: impl FnMut()) -> f64 {
+    let reps = reps.max(10);
     (0..reps / 10).for_each(|_| f());
     // The best of five: what the machine can do. One measurement on two threads read
     // anywhere from 162 to 216 GFLOP/s for the same product, as the second thread did or
@@ -229,8 +238,8 @@ fn matmul_flops(m: usize, k: usize, n: usize, threads: usize, device: &Device) -
     use rayon::prelude::*;
     use rnnlm_model::bptt::{Mat, matmul};
     let flops = 2.0 * (m * k * n) as f64;
-    // About a second of products per measurement, whatever their size.
-    let reps = ((2e10 / flops) as usize).clamp(20, 400);
+    // About half a second of products per measurement, whatever their size.
+    let reps = ((1e10 / flops) as usize).clamp(10, 200);
     let device = device.clone().without_autodiff();
     let a = Tensor::<2>::ones([m, k], &device);
     let w = Tensor::<2>::ones([k, n], &device).div_scalar(k as f64);
@@ -290,21 +299,8 @@ fn compare(args: &BenchArgs, overrides: &[String]) -> Result<serde_json::Value> 
         }
         sides.push(Side::spawn("pytorch", py)?);
     }
-    for _ in 0..args.epochs {
-        for side in sides.iter_mut() {
-            side.epoch()?;
-        }
-    }
-    let mut results = Vec::new();
-    for side in sides {
-        let name = side.name;
-        let (stats, rss) = side.finish()?;
-        results.push((name, stats, rss));
-    }
     let per_token = flops_per_token(&config, corpus.vocab.len());
     let h = config.model.num_hiddens;
-    let (burn_peak, kernel_peak) = matmul_flops(32, h, h, args.threads, &device);
-    let peak = burn_peak.max(kernel_peak);
     // The decoder's product over a minibatch, split across the threads as the engine does.
     let (t, b, v) = (
         config.train.num_steps,
@@ -312,7 +308,46 @@ fn compare(args: &BenchArgs, overrides: &[String]) -> Result<serde_json::Value> 
         corpus.vocab.len(),
     );
     let rows = (t * b).div_ceil(args.threads);
-    let (_, decoder_peak) = matmul_flops(rows, h, v, args.threads, &device);
+    // The machine's product rates measured after every epoch of both sides, so that each
+    // epoch's training rate is set against what the machine did just then: this host's
+    // rate for one product moved 95-150 GFLOP/s between runs (its L3 is shared), and one
+    // measurement at the end made the training's share anything from 48% to 93%.
+    let mut rates = Vec::new();
+    for _ in 0..args.epochs {
+        for side in sides.iter_mut() {
+            side.epoch()?;
+        }
+        let (burn, kernel) = matmul_flops(32, h, h, args.threads, &device);
+        let (_, decoder) = matmul_flops(rows, h, v, args.threads, &device);
+        rates.push(Rates {
+            burn,
+            kernel,
+            decoder,
+        });
+    }
+    let rnnlm_speeds = sides[0].speeds.clone();
+    let mut results = Vec::new();
+    for side in sides {
+        let name = side.name;
+        let (stats, rss) = side.finish()?;
+        results.push((name, stats, rss));
+    }
+    // Warm-up left out, as in the tokens/s.
+    let (rates, speeds) = (&rates[1..], &rnnlm_speeds[1..]);
+    let median = |f: &dyn Fn(&Rates) -> f64| Stats::of(&rates.iter().map(f).collect::<Vec<_>>());
+    let (burn_peak, kernel_peak, decoder_peak) = (
+        median(&|r| r.burn),
+        median(&|r| r.kernel),
+        median(&|r| r.decoder),
+    );
+    // Each epoch's training FLOP/s over the rate measured right after it.
+    let share = |rate: &dyn Fn(&Rates) -> f64| {
+        let shares: Vec<f64> = (speeds.iter().zip(rates))
+            .map(|(s, r)| s * per_token / rate(r))
+            .collect();
+        Stats::of(&shares)
+    };
+    let (peak_share, decoder_share) = (share(&|r| r.burn.max(r.kernel)), share(&|r| r.decoder));
     println!(
         "\n{} (H={}, B={}, T={}), {} epochs, {} thread(s), rnnlm on {:?}, PyTorch on {}; first epoch left out",
         args.config.display(),
@@ -328,8 +363,10 @@ fn compare(args: &BenchArgs, overrides: &[String]) -> Result<serde_json::Value> 
     println!("| --- | --- | --- | --- | --- | --- |");
     let mut out = json!({"config": args.config, "overrides": overrides, "epochs": args.epochs, "threads": args.threads,
         "backend": format!("{:?}", args.backend).to_lowercase(), "pytorch_device": args.pytorch_device,
-        "flops_per_token": per_token, "matmul_flops": peak,
-        "matmul_flops_burn": burn_peak, "matmul_flops_kernel": kernel_peak, "decoder_flops": decoder_peak});
+        "flops_per_token": per_token,
+        "matmul_flops_burn": burn_peak.median, "matmul_flops_kernel": kernel_peak.median, "decoder_flops": decoder_peak.median,
+        "peak_share": peak_share.median, "decoder_share": decoder_share.median,
+        "rates": rates.iter().map(|r| json!({"burn": r.burn, "kernel": r.kernel, "decoder": r.decoder})).collect::<Vec<_>>()});
     for (name, s, rss) in &results {
         println!(
             "| {name} | {:.0} | {:.0} | {:.0} | {} | {:.1} |",
@@ -351,20 +388,36 @@ fn compare(args: &BenchArgs, overrides: &[String]) -> Result<serde_json::Value> 
         out["ratio"] = json!(a.median / b.median);
         out["rss_ratio"] = json!(rss_ratio);
     }
-    let training = results[0].1.median * per_token;
+    let gflops = |s: Stats| {
+        format!(
+            "{:.1} ({:.1}-{:.1})",
+            s.median / 1e9,
+            s.p10 / 1e9,
+            s.p90 / 1e9
+        )
+    };
+    let percent = |s: Stats| {
+        format!(
+            "{:.0}% ({:.0}-{:.0}%)",
+            100.0 * s.median,
+            100.0 * s.p10,
+            100.0 * s.p90
+        )
+    };
     println!(
-        "machine peak: [32,{h}]x[{h},{h}] products on {} thread(s): {:.1} GFLOP/s (Burn matmul {:.1}, host kernel {:.1}); rnnlm training reaches {:.0}% of it",
-        args.threads,
-        peak / 1e9,
-        burn_peak / 1e9,
-        kernel_peak / 1e9,
-        100.0 * training / peak,
+        "products measured after each epoch, medians (p10-p90) over the epochs, {} thread(s):",
+        args.threads
     );
     println!(
-        "decoder product [{rows},{h}]x[{h},{v}] per thread on {} thread(s): {:.1} GFLOP/s (host kernel); rnnlm training reaches {:.0}% of it",
-        args.threads,
-        decoder_peak / 1e9,
-        100.0 * training / decoder_peak,
+        "  machine peak [32,{h}]x[{h},{h}]: Burn matmul {}, host kernel {} GFLOP/s; rnnlm training reaches {} of the better",
+        gflops(burn_peak),
+        gflops(kernel_peak),
+        percent(peak_share),
+    );
+    println!(
+        "  decoder product [{rows},{h}]x[{h},{v}] per thread: {} GFLOP/s (host kernel); rnnlm training reaches {} of it",
+        gflops(decoder_peak),
+        percent(decoder_share),
     );
     Ok(out)
 }
