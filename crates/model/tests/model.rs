@@ -914,25 +914,30 @@ fn fused_engine_equals_autodiff_for_every_model_it_covers() {
 fn fused_engine_equals_autodiff_over_several_blocks_of_decoder_rows() {
     // 40 x 24 = 960 target tokens: more than one block of the host engine's decoder (at
     // most 384 rows) in each worker, on up to two threads (one: 3 x 320, two: 2 x 240).
+    // Also H = 21 over 37 words: the softmax's 16-lane reductions over two whole chunks
+    // and 5 more, and `gemm`'s edge kernels in the decoder's products.
     let device = device();
-    let config = ModelConfig::new(ModelKind::Lm, 6, 5)
-        .with_cell(CellKind::Lstm)
-        .with_num_layers(2)
-        .with_embedding_dim(4)
-        .with_dropout(0.3);
-    let (_, named) = random_model(&config, 9, 0.9, &device);
-    let fresh = || Model::from_named(&config, &named, &device).unwrap();
-    let ids =
-        |shift: usize| -> Vec<i64> { (0..960).map(|i| ((i * 7 + shift) % 6) as i64).collect() };
-    let (x, y) = (
-        tokens(&ids(0), [40, 24], &device),
-        tokens(&ids(1), [40, 24], &device),
-    );
-    let h0 = fresh().begin_state(40, &device);
-    let a = step_outputs(fresh(), &x, &y, &h0, None, 7, Engine::Autodiff);
-    let b = step_outputs(fresh(), &x, &y, &h0, None, 7, Engine::Fused);
-    let worst = worst_difference(&a, &b);
-    assert!(worst < 1e-12, "{worst}");
+    for (vocab, hidden) in [(6, 5), (37, 21)] {
+        let config = ModelConfig::new(ModelKind::Lm, vocab, hidden)
+            .with_cell(CellKind::Lstm)
+            .with_num_layers(2)
+            .with_embedding_dim(4)
+            .with_dropout(0.3);
+        let (_, named) = random_model(&config, 9, 0.9, &device);
+        let fresh = || Model::from_named(&config, &named, &device).unwrap();
+        let ids = |shift: usize| -> Vec<i64> {
+            (0..960).map(|i| ((i * 7 + shift) % vocab) as i64).collect()
+        };
+        let (x, y) = (
+            tokens(&ids(0), [40, 24], &device),
+            tokens(&ids(1), [40, 24], &device),
+        );
+        let h0 = fresh().begin_state(40, &device);
+        let a = step_outputs(fresh(), &x, &y, &h0, None, 7, Engine::Autodiff);
+        let b = step_outputs(fresh(), &x, &y, &h0, None, 7, Engine::Fused);
+        let worst = worst_difference(&a, &b);
+        assert!(worst < 1e-12, "H = {hidden}: {worst}");
+    }
 }
 
 #[test]
