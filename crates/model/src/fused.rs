@@ -134,10 +134,17 @@ impl HostParams {
 
 /// One parameter's gradient on the host: whole, or the rows of it that can be nonzero
 /// (the embedding's: an optimizer that moves only what has a gradient, SGD, updates
-/// those alone).
+/// those alone), or its transpose (the decoder's, which the kernel multiplies in the
+/// book's orientation: SGD reads it transposed tile by tile, where a transposed copy
+/// was 8 MB written and read back a PTB minibatch).
 pub(crate) enum HostGrad<T> {
     Whole(Vec<T>),
     Rows(RowGrads<T>),
+    /// Row-major `[cols, rows]` for a `[rows, cols]` parameter.
+    Transposed {
+        values: Vec<T>,
+        rows: usize,
+    },
 }
 
 impl<T: Real> HostGrad<T> {
@@ -146,6 +153,7 @@ impl<T: Real> HostGrad<T> {
         match self {
             Self::Whole(v) => v,
             Self::Rows(r) => &mut r.values,
+            Self::Transposed { values, .. } => values,
         }
     }
 
@@ -157,6 +165,10 @@ impl<T: Real> HostGrad<T> {
                 let whole = r.to_dense(len);
                 bptt::recycle([r.values]);
                 whole
+            }
+            Self::Transposed { values, rows } => {
+                let cols = values.len() / rows.max(1);
+                transposed(values, cols, rows)
             }
         }
     }
@@ -340,7 +352,7 @@ impl Run<'_> {
         let g = out.grads;
         let mut by_name: HashMap<String, HostGrad<T>> = HashMap::new();
         let mut put = |name: &String, g: HostGrad<T>| by_name.insert(name.clone(), g);
-        use HostGrad::{Rows, Whole};
+        use HostGrad::{Rows, Transposed, Whole};
         for (l, layer) in g.layers.into_iter().enumerate() {
             put(&names.W_ih[l], Whole(layer.W_ih));
             put(&names.W_hh[l], Whole(layer.W_hh));
@@ -352,11 +364,14 @@ impl Run<'_> {
         match (&names.W_hq, &names.embedding, g.embedding) {
             (Some(name), _, embedding) => {
                 let W_hq = if names.transposed {
-                    transposed(g.W_hq, h, v)
+                    Transposed {
+                        values: g.W_hq,
+                        rows: v,
+                    }
                 } else {
-                    g.W_hq
+                    Whole(g.W_hq)
                 };
-                put(name, Whole(W_hq));
+                put(name, W_hq);
                 if let (Some(name), Some(grad)) = (&names.embedding, embedding) {
                     put(name, Rows(grad));
                 }
