@@ -191,8 +191,14 @@ impl Stats {
                 v[((v.len() - 1) as f64 * q).round() as usize]
             }
         };
+        // The median of an even count is the mean of the middle two (the nearest rank
+        // took the larger: with two measured epochs, the better one).
+        let median = match v.len() {
+            n if n > 0 && n.is_multiple_of(2) => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+            _ => at(0.5),
+        };
         Self {
-            median: at(0.5),
+            median,
             p10: at(0.1),
             p90: at(0.9),
         }
