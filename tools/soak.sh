@@ -39,12 +39,19 @@ lr = 0.003
 schedule = "plateau"
 EOF
 
+# An untied two-layer LSTM on words under SGD (word_language_model's): the embedding's
+# gradient by rows and the decoder's transposed go into the host SGD's update.
+sed -e 's/cell = "gru"/cell = "lstm"/' -e 's/tied = true/tied = false/' \
+  -e 's/optimizer = "adam"/optimizer = "sgd"/' -e 's/lr = 0.003/lr = 2.0/' \
+  "$work/gru_tied.toml" >"$work/lstm_sgd.toml"
+
 # name | config | overrides: a few seconds each on one core.
 kinds=(
   "scratch|configs/scratch_sequential.toml|--epochs 40 --set model.num_hiddens=64"
   "concise-gru|configs/concise.toml|--epochs 30 --set model.cell=\"gru\" --set model.num_hiddens=64 --set train.engine=\"autodiff\""
   "lm-lstm-dropout|configs/shakespeare_char.toml|--epochs 12 --set data.max_tokens=20000 --set model.num_hiddens=32 --set model.dropout=0.3 --set train.batch_size=16 --set train.num_steps=20 --set train.eval_every=5 --set train.lr_decay_after=3 --set train.patience=0"
   "lm-gru-tied-words|$work/gru_tied.toml|--epochs 15"
+  "lm-lstm-sgd-words|$work/lstm_sgd.toml|--epochs 15"
 )
 
 metrics() { cut -d, -f1-5 "$1/metrics.csv"; }
