@@ -350,9 +350,9 @@ impl Run<'_> {
         // Gradients back under the parameters' names (the layers' already in their
         // stored orientation).
         let g = out.grads;
+        use HostGrad::{Rows, Transposed, Whole};
         let mut by_name: HashMap<String, HostGrad<T>> = HashMap::new();
         let mut put = |name: &String, g: HostGrad<T>| by_name.insert(name.clone(), g);
-        use HostGrad::{Rows, Transposed, Whole};
         for (l, layer) in g.layers.into_iter().enumerate() {
             put(&names.W_ih[l], Whole(layer.W_ih));
             put(&names.W_hh[l], Whole(layer.W_hh));
@@ -376,12 +376,15 @@ impl Run<'_> {
                     put(name, Rows(grad));
                 }
             }
-            // Tied: the embedding's gradient from both of its uses.
+            // Tied: the embedding's gradient from both of its uses, its rows added to the
+            // decoder's.
             (None, Some(name), Some(rows)) => {
-                let mut grad = rows.to_dense(v * h);
-                let W_hq_T = transposed(g.W_hq, h, v);
-                grad.iter_mut().zip(&W_hq_T).for_each(|(a, &b)| *a += b);
-                bptt::recycle([W_hq_T, rows.values]);
+                let mut grad = transposed(g.W_hq, h, v);
+                for (id, row) in rows.rows() {
+                    let to = &mut grad[id * row.len()..(id + 1) * row.len()];
+                    to.iter_mut().zip(row).for_each(|(a, &b)| *a += b);
+                }
+                bptt::recycle([rows.values]);
                 put(name, Whole(grad));
             }
             (None, ..) => unreachable!("a tied decoder has an embedding"),
