@@ -55,13 +55,15 @@ pub(super) fn decode<T: Real>(
         // The bias added row by row while the row is in cache, not written over the
         // whole block for the product to read back (28 MB a PTB minibatch).
         matmul(O, X, p.W_hq, false);
-        for (i, o) in O.chunks_exact_mut(v).enumerate() {
+        for i in 0..r {
+            let (o, next) = O[i * v..].split_at_mut(v);
+            let next = &next[..next.len().min(v)];
             let max = add_bias_max(o, p.b_q);
             if let Some(all) = &mut logits {
                 all[(start + i) * v..(start + i + 1) * v].copy_from_slice(o);
             }
             let y = target(start + i);
-            losses[start + i] = softmax_cross_entropy(o, max, y, mean, &mut grads.b_q);
+            losses[start + i] = softmax_cross_entropy(o, next, max, y, mean, &mut grads.b_q);
         }
         let dO = Mat::row_major(O, r, v);
         matmul(&mut grads.W_hq, X.t(), dO, start > 0);
@@ -103,10 +105,11 @@ widest! {
     /// `(softmax(o) - onehot(y)) * mean`, written over the logits `o` and added to `db`
     /// (`b_q`'s gradient, the column sums of `dO`) while the row is in cache: a pass of
     /// its own over the block read 14 MB (PTB) back from memory. Two passes over the
-    /// row: `e^(o - max)` with its sum, then the scaling with `db`'s sum.
-    fn softmax_cross_entropy(o: &mut [T], max: T, y: usize, mean: T, db: &mut [T]) -> T {
+    /// row: `e^(o - max)` with its sum, then the scaling with `db`'s sum. `next`: the
+    /// row after this one, to prefetch.
+    fn softmax_cross_entropy(o: &mut [T], next: &[T], max: T, y: usize, mean: T, db: &mut [T]) -> T {
         let o_y = o[y] - max;
-        let sum = exp_lanes(o, max);
+        let sum = exp_lanes(o, max, next);
         let scale = mean * sum.recip();
         let db_y = db[y];
         db.iter_mut().zip(o.iter_mut()).for_each(|(d, o)| {
@@ -120,14 +123,18 @@ widest! {
     }
 }
 
-/// `o = e^(o - max)`, returning the sum of the new values, in `LANES` interleaved lanes
+/// `o = e^(o - max)`, `next` (the next row) prefetched, returning the sum of the new values, in `LANES` interleaved lanes
 /// and then across them (one accumulator would not vectorise: the compiler keeps a float
 /// sum in order).
 #[inline(always)]
-fn exp_lanes<T: Real>(o: &mut [T], max: T) -> T {
+fn exp_lanes<T: Real>(o: &mut [T], max: T, next: &[T]) -> T {
     let mut acc = [T::ZERO; LANES];
     let mut chunks = o.chunks_exact_mut(LANES);
-    for chunk in &mut chunks {
+    for (c, chunk) in (&mut chunks).enumerate() {
+        // The next row's lines (one per chunk of `f32`) asked for while this row's
+        // exponentials are computed: the bias pass over it waited on memory (PTB's step:
+        // `add_bias_max` 1.9% -> 1.0%).
+        prefetch(next, c * LANES);
         for (a, o) in acc.iter_mut().zip(chunk) {
             *o = (*o - max).exp();
             *a += *o;
@@ -138,4 +145,15 @@ fn exp_lanes<T: Real>(o: &mut [T], max: T) -> T {
         a + *o
     });
     acc[1..].iter().fold(first, |a, &b| a + b)
+}
+
+/// Asks for the cache line of `x[i]` in L2 (nothing past `x`'s end).
+#[inline(always)]
+fn prefetch<T>(x: &[T], i: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if i < x.len() {
+        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+        // SAFETY: a prefetch reads nothing; the address is inside `x`.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(x.as_ptr().add(i).cast::<i8>()) };
+    }
 }
