@@ -380,10 +380,7 @@ impl Run<'_> {
             // decoder's.
             (None, Some(name), Some(rows)) => {
                 let mut grad = transposed(g.W_hq, h, v);
-                for (id, row) in rows.rows() {
-                    let to = &mut grad[id * row.len()..(id + 1) * row.len()];
-                    to.iter_mut().zip(row).for_each(|(a, &b)| *a += b);
-                }
+                rows.add_to(&mut grad);
                 bptt::recycle([rows.values]);
                 put(name, Whole(grad));
             }

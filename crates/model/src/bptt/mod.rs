@@ -119,6 +119,13 @@ impl<T: Real> RowGrads<T> {
             .zip(self.values.chunks_exact(cols.max(1)))
     }
 
+    /// `dense += self` for a whole gradient `dense`.
+    pub fn add_to(&self, dense: &mut [T]) {
+        for (id, row) in self.rows() {
+            add_into(&mut dense[id * row.len()..(id + 1) * row.len()], row);
+        }
+    }
+
     /// The whole gradient, `len` elements, in a buffer from this thread's pool.
     pub fn to_dense(&self, len: usize) -> Vec<T> {
         let mut dense = pool::with_pool(Kind::Grads, |pool| pool.zeros(len));
