@@ -912,8 +912,9 @@ fn fused_engine_equals_autodiff_for_every_model_it_covers() {
 
 #[test]
 fn fused_engine_equals_autodiff_over_several_blocks_of_decoder_rows() {
-    // 40 x 24 = 960 target tokens: more than one block of the host engine's decoder (at
-    // most 384 rows) in each worker, on up to two threads (one: 3 x 320, two: 2 x 240).
+    // 40 x 40 = 1600 target tokens: more than one block of the host engine's decoder (at
+    // most 768 rows) in each worker, on up to two threads (one: 534 + 534 + 532, two:
+    // 2 x 400 each).
     // Also H = 21 over 70 words: the softmax's 16-lane reductions over whole chunks and
     // 6 more, `gemm`'s edge kernels in the decoder's products, and the host SGD's update
     // of the decoder from its transposed gradient in two tiles (64 rows and 6).
@@ -927,11 +928,13 @@ fn fused_engine_equals_autodiff_over_several_blocks_of_decoder_rows() {
         let (_, named) = random_model(&config, 9, 0.9, &device);
         let fresh = || Model::from_named(&config, &named, &device).unwrap();
         let ids = |shift: usize| -> Vec<i64> {
-            (0..960).map(|i| ((i * 7 + shift) % vocab) as i64).collect()
+            (0..1600)
+                .map(|i| ((i * 7 + shift) % vocab) as i64)
+                .collect()
         };
         let (x, y) = (
-            tokens(&ids(0), [40, 24], &device),
-            tokens(&ids(1), [40, 24], &device),
+            tokens(&ids(0), [40, 40], &device),
+            tokens(&ids(1), [40, 40], &device),
         );
         let h0 = fresh().begin_state(40, &device);
         let a = step_outputs(fresh(), &x, &y, &h0, None, 7, Engine::Autodiff);
