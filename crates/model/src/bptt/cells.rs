@@ -99,8 +99,14 @@ impl Cell {
 
 // h_t = tanh(a_t) (or relu), a_t the summed pre-activations.
 fn rnn_forward<T: Real>(relu: bool, a: &mut [T], s: Step<T>) {
-    for (h, &a) in s.h.iter_mut().zip(a.iter()) {
-        *h = if relu { a.max0() } else { a.tanh() };
+    rnn_forward_row(relu, s.h, a);
+}
+
+widest! {
+    fn rnn_forward_row(relu: bool, h: &mut [T], a: &[T]) {
+        for (h, &a) in h.iter_mut().zip(a) {
+            *h = if relu { a.max0() } else { a.tanh() };
+        }
     }
 }
 

@@ -5,8 +5,10 @@
 use super::Real;
 
 /// Defines `fn name<T: Real>(args) -> R` from its body, compiled for each width: the
-/// same IEEE operations in the same order (Rust never fuses a multiply and an add), on
-/// 16 or 8 lanes instead of 4. Slices passed as separate arguments are known not to
+/// same IEEE operations in the same order (Rust never fuses a multiply and an add; a
+/// `mul_add` the body asks for, as `f32`'s `exp` and `tanh` do, is one rounding on every
+/// width: an instruction where the CPU has FMA, libm's `fmaf` on the baseline), on 16
+/// or 8 lanes instead of 4. Slices passed as separate arguments are known not to
 /// overlap, so their loops vectorise; whatever the body calls must be `#[inline]` to be
 /// compiled at its width.
 macro_rules! widest {
@@ -21,7 +23,7 @@ macro_rules! widest {
                 fn avx512<T: Real>($($arg: $ty),*) $(-> $ret)? {
                     body($($arg),*)
                 }
-                #[target_feature(enable = "avx2")]
+                #[target_feature(enable = "avx2,fma")]
                 fn avx2<T: Real>($($arg: $ty),*) $(-> $ret)? {
                     body($($arg),*)
                 }
@@ -29,7 +31,9 @@ macro_rules! widest {
                     // SAFETY: the CPU has the feature the function is compiled for.
                     return unsafe { avx512($($arg),*) };
                 }
-                if std::arch::is_x86_feature_detected!("avx2") {
+                if std::arch::is_x86_feature_detected!("avx2")
+                    && std::arch::is_x86_feature_detected!("fma")
+                {
                     // SAFETY: as above.
                     return unsafe { avx2($($arg),*) };
                 }
