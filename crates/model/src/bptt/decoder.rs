@@ -10,7 +10,7 @@ use super::{Grads, Mat, Params, Real, matmul};
 /// `dO W_hq^T` products), and the `[V, r] x [r, H]` weight gradient runs slower the
 /// smaller `r`, so one thread's PTB minibatch (700 rows) is one block of 28 MB: its
 /// training on one core, two builds at once one per core, 10 rounds of 40 s, 350-row
-/// blocks vs one: 8 of 10 rounds faster, median +5% (0.96-1.15x).
+/// blocks vs one: 7 of 10 rounds faster, median +5% (0.96-1.15x).
 const DECODER_ROWS: usize = 768;
 
 /// Lanes of the softmax's row reductions: one AVX-512 vector of `f32`. With eight the
