@@ -125,9 +125,9 @@ widest! {
     }
 }
 
-/// `o = e^(o - max)`, `next` (the next row) prefetched, returning the sum of the new values, in `LANES` interleaved lanes
-/// and then across them (one accumulator would not vectorise: the compiler keeps a float
-/// sum in order).
+/// `o = e^(o - max)` while `next` (the next row) is prefetched, returning the sum of the
+/// new values, in `LANES` interleaved lanes and then across them (one accumulator would
+/// not vectorise: the compiler keeps a float sum in order).
 #[inline(always)]
 fn exp_lanes<T: Real>(o: &mut [T], max: T, next: &[T]) -> T {
     let mut acc = [T::ZERO; LANES];
