@@ -237,6 +237,10 @@ fn update<T: Real + Element>(
                     || vec![T::ZERO; TILE_ROWS * cols],
                     |tile, (i, p)| {
                         let r0 = i * TILE_ROWS;
+                        // The next tile's lines, one per `g` row, asked for now: this
+                        // one's waited on memory (strided rows the hardware misses).
+                        let next = (r0 + TILE_ROWS).min(rows);
+                        g.columns(next, (next + TILE_ROWS).min(rows)).prefetch();
                         let tile = &mut tile[..p.len()];
                         g.columns(r0, r0 + p.len() / cols).t().write_row_major(tile);
                         sgd(p, tile, scale, lr);

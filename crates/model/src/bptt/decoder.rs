@@ -3,6 +3,7 @@
 //! blocks of rows so that only one block of logits exists at a time.
 
 use super::pool::Pool;
+use super::real::prefetch;
 use super::{Grads, Mat, Params, Real, matmul};
 
 /// The most rows per block of the decoder's softmax cross-entropy. Blocks are cut equal
@@ -147,15 +148,4 @@ fn exp_lanes<T: Real>(o: &mut [T], max: T, next: &[T]) -> T {
         a + *o
     });
     acc[1..].iter().fold(first, |a, &b| a + b)
-}
-
-/// Asks for the cache line of `x[i]` in L2 (nothing past `x`'s end).
-#[inline(always)]
-fn prefetch<T>(x: &[T], i: usize) {
-    #[cfg(target_arch = "x86_64")]
-    if i < x.len() {
-        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
-        // SAFETY: a prefetch reads nothing; the address is inside `x`.
-        unsafe { _mm_prefetch::<_MM_HINT_T1>(x.as_ptr().add(i).cast::<i8>()) };
-    }
 }

@@ -194,6 +194,26 @@ impl<'a, T: Real> Mat<'a, T> {
         }
     }
 
+    /// Asks for the view's cache lines in L2, one request per line along its contiguous
+    /// direction (nothing for a view contiguous in neither): a strided read of many rows,
+    /// which the hardware's prefetchers do not follow, asked for ahead of its use.
+    pub fn prefetch(&self) {
+        let (outer, inner, step) = match (self.rs, self.cs) {
+            (1, cs) => (self.cols, self.rows, cs),
+            (rs, 1) => (self.rows, self.cols, rs),
+            _ => return,
+        };
+        let line = (64 / std::mem::size_of::<T>()).max(1);
+        for o in 0..outer {
+            let last = inner.checked_sub(1).map(|l| o * step + l);
+            (0..inner)
+                .step_by(line)
+                .map(|i| o * step + i)
+                .chain(last)
+                .for_each(|i| prefetch(self.data, i));
+        }
+    }
+
     pub fn at(&self, r: usize, c: usize) -> T {
         self.data[r * self.rs + c * self.cs]
     }
@@ -317,5 +337,16 @@ pub(super) fn gemm_into<T: Real>(c: &mut [T], c_rs: usize, a: Mat<T>, b: Mat<T>,
             false,
             gemm::Parallelism::None,
         )
+    }
+}
+
+/// Asks for the cache line of `x[i]` in L2 (nothing past `x`'s end).
+#[inline(always)]
+pub(super) fn prefetch<T>(x: &[T], i: usize) {
+    #[cfg(target_arch = "x86_64")]
+    if i < x.len() {
+        use std::arch::x86_64::{_MM_HINT_T1, _mm_prefetch};
+        // SAFETY: a prefetch reads nothing; the address is inside `x`.
+        unsafe { _mm_prefetch::<_MM_HINT_T1>(x.as_ptr().add(i).cast::<i8>()) };
     }
 }
