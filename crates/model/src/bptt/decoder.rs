@@ -3,7 +3,7 @@
 //! blocks of rows so that only one block of logits exists at a time.
 
 use super::pool::Pool;
-use super::real::prefetch;
+use super::real::{GEMM_COLUMNS, gemm_into, prefetch};
 use super::{Grads, Mat, Params, Real, matmul};
 
 /// The most rows per block of the decoder's softmax cross-entropy. Blocks are cut equal
@@ -18,6 +18,23 @@ const DECODER_ROWS: usize = 768;
 /// compiler computed the exponentials across the accumulators, 8 at a time (the
 /// softmax 5.9% -> 7.6% of PTB's step; 4.3% with 16).
 const LANES: usize = 16;
+
+/// The rows of `dO` and the columns of `dX` that `edge_dots` multiplies at once: 16 vector
+/// accumulators, each chunk of a `W_hq` row read once for four rows. (3 x 8 spilled
+/// accumulators to the stack: 2.0% of PTB's step where 4 x 4 takes 1.4%.)
+const EDGE_ROWS: usize = 4;
+const EDGE_COLS: usize = 4;
+
+/// The columns of `dX` left after `gemm`'s widest kernel, where they are few enough
+/// (`h = 200`: 8 of them) that `gemm` hands them to its one-vector kernel (3.3% of PTB's
+/// step for 4% of `dX`'s products): computed by `edge_dots` while the rows of `dO` are in
+/// cache, that kernel's share 3.3% -> 0.6%, `edge_dots` 1.4%.
+fn dx_edge(h: usize) -> usize {
+    match h % GEMM_COLUMNS {
+        e if e <= 16 => e,
+        _ => 0,
+    }
+}
 
 pub(super) struct Decoded<T> {
     /// `O`, `[rows, V]`, when asked for.
@@ -49,6 +66,13 @@ pub(super) fn decode<T: Real>(
     let mut dX = pool.any(tn * h);
     let rows = tn.div_ceil(tn.div_ceil(DECODER_ROWS).max(1));
     let mut O = pool.any(rows * v);
+    // `W_hq`'s last `edge` rows, `[_, V]` row-major, zero rows up to whole groups.
+    let (edge, main) = (dx_edge(h), h - dx_edge(h));
+    let W_edge = (edge > 0).then(|| {
+        let mut w = pool.zeros(edge.next_multiple_of(EDGE_COLS) * v);
+        (p.W_hq.t().columns(main, h).t()).write_row_major(&mut w[..edge * v]);
+        w
+    });
     for start in (0..tn).step_by(rows.max(1)) {
         let r = rows.min(tn - start);
         let (O, X) = (
@@ -67,16 +91,108 @@ pub(super) fn decode<T: Real>(
             }
             let y = target(start + i);
             losses[start + i] = softmax_cross_entropy(o, next, max, y, mean, &mut grads.b_q);
+            if let Some(w) = &W_edge
+                && (i + 1 == r || (i + 1) % EDGE_ROWS == 0)
+            {
+                let first = i - i % EDGE_ROWS;
+                let dX = &mut dX[(start + first) * h..(start + i + 1) * h];
+                edge_columns(&O[first * v..(i + 1) * v], w, edge, h, &mut dX[main..]);
+            }
         }
         let dO = Mat::row_major(O, r, v);
         matmul(&mut grads.W_hq, X.t(), dO, start > 0);
-        matmul(&mut dX[start * h..(start + r) * h], dO, p.W_hq.t(), false);
+        let dX = &mut dX[start * h..(start + r) * h];
+        gemm_into(dX, h, dO, p.W_hq.t().columns(0, main), false);
+    }
+    if let Some(w) = W_edge {
+        pool.give(w);
     }
     if tn == 0 {
         grads.W_hq.fill(T::ZERO);
     }
     pool.give(O);
     Decoded { logits, losses, dX }
+}
+
+/// Columns `main..h` of `dX = dO W_hq^T` for up to `EDGE_ROWS` rows of `dO` (`[_, V]`):
+/// `w` holds those columns' rows of `W_hq`, `[_, V]`, padded with zero rows to a multiple
+/// of `EDGE_COLS`; `dX` starts at the first row's column `main`, rows `h` apart.
+fn edge_columns<T: Real>(dO: &[T], w: &[T], edge: usize, h: usize, dX: &mut [T]) {
+    let v = w.len() / edge.next_multiple_of(EDGE_COLS);
+    let row = |r: usize| &dO[(r * v).min(dO.len() - v)..][..v];
+    let mut out = [T::ZERO; EDGE_ROWS * EDGE_COLS];
+    for (g, w) in w.chunks_exact(EDGE_COLS * v).enumerate() {
+        // Missing rows repeat the last one; their sums are not written.
+        edge_dots(std::array::from_fn(row), w, &mut out);
+        for (r, x) in dX.chunks_mut(h).enumerate() {
+            let cols = (g * EDGE_COLS..edge.min((g + 1) * EDGE_COLS)).take(x.len());
+            for (j, c) in cols.enumerate() {
+                x[c] = out[r * EDGE_COLS + j];
+            }
+        }
+    }
+}
+
+/// `out[r * EDGE_COLS + j] = sum_k o_r[k] w_j[k]` for the rows `o_r` and the rows of `w`
+/// (`[EDGE_COLS, len]`), `f32` on AVX-512 in vector registers; elsewhere (the tests'
+/// `f64`) one sum at a time.
+fn edge_dots<T: Real>(o: [&[T]; EDGE_ROWS], w: &[T], out: &mut [T; EDGE_ROWS * EDGE_COLS]) {
+    let len = o[0].len();
+    assert!(o.iter().all(|o| o.len() == len) && w.len() == EDGE_COLS * len);
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
+        && std::arch::is_x86_feature_detected!("avx512f")
+    {
+        let f = |x: &[T]| x.as_ptr().cast::<f32>();
+        let out = (out as *mut [T; EDGE_ROWS * EDGE_COLS]).cast::<[f32; EDGE_ROWS * EDGE_COLS]>();
+        // SAFETY: `T` is `f32`; the assert above bounds every row read; the CPU has AVX-512.
+        unsafe { edge_dots_avx512(o.map(f), f(w), len, &mut *out) };
+        return;
+    }
+    for (r, o) in o.iter().enumerate() {
+        for (j, w) in w.chunks_exact(len).enumerate() {
+            out[r * EDGE_COLS + j] = o.iter().zip(w).fold(T::ZERO, |a, (&o, &w)| o.mul_add(w, a));
+        }
+    }
+}
+
+/// `edge_dots` for `f32` in AVX-512 registers, the last chunk masked.
+///
+/// SAFETY: the rows `o` hold `len` values and `w` `EDGE_COLS * len`; the CPU has AVX-512.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn edge_dots_avx512(
+    o: [*const f32; EDGE_ROWS],
+    w: *const f32,
+    len: usize,
+    out: &mut [f32; EDGE_ROWS * EDGE_COLS],
+) {
+    use std::arch::x86_64::*;
+    let mut acc = [[_mm512_setzero_ps(); EDGE_ROWS]; EDGE_COLS];
+    let mut k = 0;
+    while k < len {
+        let mask: __mmask16 = if len - k >= 16 {
+            0xffff
+        } else {
+            (1 << (len - k)) - 1
+        };
+        // SAFETY: lanes past `len` are masked off; the rest are in bounds.
+        unsafe {
+            let a = o.map(|o| _mm512_maskz_loadu_ps(mask, o.add(k)));
+            for (j, acc) in acc.iter_mut().enumerate() {
+                let b = _mm512_maskz_loadu_ps(mask, w.add(j * len + k));
+                for (acc, &a) in acc.iter_mut().zip(&a) {
+                    *acc = _mm512_fmadd_ps(a, b, *acc);
+                }
+            }
+        }
+        k += 16;
+    }
+    for (j, acc) in acc.iter().enumerate() {
+        for (r, &acc) in acc.iter().enumerate() {
+            out[r * EDGE_COLS + j] = _mm512_reduce_add_ps(acc);
+        }
+    }
 }
 
 widest! {
@@ -148,4 +264,36 @@ fn exp_lanes<T: Real>(o: &mut [T], max: T, next: &[T]) -> T {
         a + *o
     });
     acc[1..].iter().fold(first, |a, &b| a + b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn edge_dots_in_f32_equal_the_sums_in_f64() {
+        // Lengths of whole 16-lane chunks and with a masked last chunk; values that do not
+        // cancel, so f32 sums of up to 1,000 products are within 1e-5 of the exact ones.
+        for len in [16, 37, 1000] {
+            let value = |i: usize| ((i * 7919 % 1013) as f32 / 1013.0) + 0.1;
+            let o: Vec<Vec<f32>> = (0..EDGE_ROWS)
+                .map(|r| (0..len).map(|k| value(r * len + k)).collect())
+                .collect();
+            let w: Vec<f32> = (0..EDGE_COLS * len).map(|i| value(i + 5000)).collect();
+            let mut out = [0.0f32; EDGE_ROWS * EDGE_COLS];
+            edge_dots(std::array::from_fn(|r| &o[r][..]), &w, &mut out);
+            for r in 0..EDGE_ROWS {
+                for j in 0..EDGE_COLS {
+                    let exact: f64 = (0..len)
+                        .map(|k| f64::from(o[r][k]) * f64::from(w[j * len + k]))
+                        .sum();
+                    let got = f64::from(out[r * EDGE_COLS + j]);
+                    assert!(
+                        (got - exact).abs() <= 1e-5 * exact,
+                        "{len}: {got} vs {exact}"
+                    );
+                }
+            }
+        }
+    }
 }

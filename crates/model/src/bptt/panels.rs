@@ -1,7 +1,7 @@
 //! A matrix kept in panels of columns, as the recurrence multiplies by `W_hh` at every
 //! step, and the product by it.
 
-use super::real::{Mat, Real, gemm_into};
+use super::real::{GEMM_COLUMNS, Mat, Real, gemm_into};
 
 /// The columns of a panel of [`Panels`]: the width of the kernel below, three AVX-512
 /// vectors of `f32`.
@@ -90,7 +90,7 @@ pub fn matmul_panels<T: Real>(c: &mut [T], a: Mat<T>, b: Panels<T>, from_last: b
 /// rows) 83 vs 88 and 65 vs 81; `h = 1024` 86 vs 94: panels.
 pub(super) fn backward_in_panels<T>(h: usize, gh: usize) -> bool {
     const L2: usize = 2 << 20;
-    !h.is_multiple_of(64) || gh * h * std::mem::size_of::<T>() > L2
+    !h.is_multiple_of(GEMM_COLUMNS) || gh * h * std::mem::size_of::<T>() > L2
 }
 
 /// The recurrent step's product by a panel, in tiles of 8 rows by the panel's 48 columns:

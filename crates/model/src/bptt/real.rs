@@ -28,6 +28,8 @@ pub trait Real:
     fn ln(self) -> Self;
     fn sqrt(self) -> Self;
     fn tanh(self) -> Self;
+    /// `self * a + b`, rounded once: one instruction in `widest!`'s AVX2 and AVX-512 builds.
+    fn mul_add(self, a: Self, b: Self) -> Self;
     /// This thread's `kind` buffer pool for the type (`pool.rs`).
     fn pool(kind: Kind) -> PoolKey<Self>;
     /// `1 / (1 + e^-x)` as `(1 + tanh(x / 2)) / 2`, the autodiff engine's formula.
@@ -65,6 +67,9 @@ macro_rules! real_common {
         }
         fn sqrt(self) -> Self {
             <$t>::sqrt(self)
+        }
+        fn mul_add(self, a: Self, b: Self) -> Self {
+            <$t>::mul_add(self, a, b)
         }
         fn pool(kind: Kind) -> PoolKey<Self> {
             thread_local! {
@@ -286,6 +291,10 @@ pub fn matmul<T: Real>(c: &mut [T], a: Mat<T>, b: Mat<T>, accumulate: bool) {
     );
     gemm_into(c, b.cols, a, b, accumulate);
 }
+
+/// Output columns (a row-major `c`'s) of `gemm`'s widest `f32` kernel on AVX-512, 4
+/// vectors of 16: a width that is not a multiple leaves the rest to a narrower kernel.
+pub(super) const GEMM_COLUMNS: usize = 64;
 
 /// `c = a b` (`accumulate`: `c += a b`) where `c`'s rows are `c_rs` apart.
 pub(super) fn gemm_into<T: Real>(c: &mut [T], c_rs: usize, a: Mat<T>, b: Mat<T>, accumulate: bool) {
