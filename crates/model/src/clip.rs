@@ -134,15 +134,19 @@ impl Clipping {
     /// `scale_host` does; an optimizer can fold it into its update): the norm before any
     /// norm clipping and `Some(theta / norm)` where that is below 1.
     pub fn clip_host<T: Real>(&self, grads: &mut [&mut [T]]) -> (f64, Option<T>) {
-        // Tensor by tensor across the threads; the norm's terms summed in order, so that
-        // it rounds alike in every run.
+        // Across the threads; the norm's terms summed in order, so that it rounds alike in
+        // every run and at every thread count.
         if let Some(limit) = self.value {
             let (lo, hi) = (T::from_f64(-limit), T::from_f64(limit));
             grads.par_iter_mut().for_each(|g| {
                 g.iter_mut().for_each(|g| *g = g.max_of(lo).min_of(hi));
             });
         }
-        let squares: Vec<f64> = grads.par_iter().map(|g| sum_of_squares(g)).collect();
+        // In chunks of a fixed size, so that PTB's 8 MB decoder gradient is not one
+        // thread's task while the others wait.
+        let squares: Vec<f64> = (grads.par_iter())
+            .flat_map(|g| g.par_chunks(NORM_CHUNK).map(sum_of_squares))
+            .collect();
         let norm = squares.iter().sum::<f64>().sqrt();
         // As `grad_clipping`: the factor rounded to the gradients' type first.
         let factor = self
@@ -152,6 +156,9 @@ impl Clipping {
         (norm, factor)
     }
 }
+
+/// Elements per term of the host norm's sum.
+const NORM_CHUNK: usize = 1 << 16;
 
 /// `g *= factor` for every gradient, across the threads.
 pub(crate) fn scale_host<T: Real>(grads: &mut [&mut [T]], factor: T) {
