@@ -918,7 +918,7 @@ fn fused_engine_equals_autodiff_over_several_blocks_of_decoder_rows() {
     // Also H = 21 over 70 words: the softmax's 16-lane reductions over whole chunks and
     // 6 more, `gemm`'s edge kernels in the decoder's products, and the host SGD's update
     // of the decoder from its transposed gradient in two tiles (64 rows and 6). H = 75:
-    // `dX`'s first 64 columns by `gemm`, its last 11 row by row (8 and 3); H = 5: all 5
+    // `dX`'s first 64 columns by `gemm`, its last 11 row by row (4 + 4 + 3); H = 5: all 5
     // row by row, in groups of 4 rows (534 leaves 2).
     let device = device();
     for (vocab, hidden) in [(6, 5), (70, 21), (70, 75)] {

@@ -21,19 +21,33 @@ const LANES: usize = 16;
 
 /// The rows of `dO` and the columns of `dX` that `edge_dots` multiplies at once: 16 vector
 /// accumulators, each chunk of a `W_hq` row read once for four rows. (3 x 8 spilled
-/// accumulators to the stack: 2.0% of PTB's step where 4 x 4 takes 1.4%.)
+/// accumulators to the stack: 2.0% of PTB's step where 4 x 4 takes 1.2-1.4%.)
 const EDGE_ROWS: usize = 4;
 const EDGE_COLS: usize = 4;
 
 /// The columns of `dX` left after `gemm`'s widest kernel, where they are few enough
 /// (`h = 200`: 8 of them) that `gemm` hands them to its one-vector kernel (3.3% of PTB's
 /// step for 4% of `dX`'s products): computed by `edge_dots` while the rows of `dO` are in
-/// cache, that kernel's share 3.3% -> 0.6%, `edge_dots` 1.4%.
-fn dx_edge(h: usize) -> usize {
+/// cache, that kernel's share 3.3% -> 0.5%, `edge_dots` 1.2%. Only where `edge_dots`
+/// has its AVX-512 kernel, and in `f64` (the tests' type, checked against the autodiff
+/// engine to 1e-12) through `dot`: vectorised dots cost more than `gemm`'s edge (PTB's
+/// step, `f32` forced that way: 5.0% against 3.3%), so other `f32` builds keep `gemm`.
+fn dx_edge<T: 'static>(h: usize) -> usize {
+    use std::any::TypeId;
+    let by_rows = edge_kernel::<T>() || TypeId::of::<T>() == TypeId::of::<f64>();
     match h % GEMM_COLUMNS {
-        e if e <= 16 => e,
+        e if by_rows && e <= 16 => e,
         _ => 0,
     }
+}
+
+/// Whether `edge_dots` runs in AVX-512 registers: `f32` on a CPU that has them.
+fn edge_kernel<T: 'static>() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>() {
+        return std::arch::is_x86_feature_detected!("avx512f");
+    }
+    false
 }
 
 pub(super) struct Decoded<T> {
@@ -67,7 +81,8 @@ pub(super) fn decode<T: Real>(
     let rows = tn.div_ceil(tn.div_ceil(DECODER_ROWS).max(1));
     let mut O = pool.any(rows * v);
     // `W_hq`'s last `edge` rows, `[_, V]` row-major, zero rows up to whole groups.
-    let (edge, main) = (dx_edge(h), h - dx_edge(h));
+    let edge = dx_edge::<T>(h);
+    let main = h - edge;
     let W_edge = (edge > 0).then(|| {
         let mut w = pool.zeros(edge.next_multiple_of(EDGE_COLS) * v);
         (p.W_hq.t().columns(main, h).t()).write_row_major(&mut w[..edge * v]);
@@ -134,15 +149,13 @@ fn edge_columns<T: Real>(dO: &[T], w: &[T], edge: usize, h: usize, dX: &mut [T])
 }
 
 /// `out[r * EDGE_COLS + j] = sum_k o_r[k] w_j[k]` for the rows `o_r` and the rows of `w`
-/// (`[EDGE_COLS, len]`), `f32` on AVX-512 in vector registers; elsewhere (the tests'
-/// `f64`) one sum at a time.
+/// (`[EDGE_COLS, len]`), `f32` on AVX-512 in vector registers; elsewhere (`f64`, other
+/// CPUs) one sum at a time.
 fn edge_dots<T: Real>(o: [&[T]; EDGE_ROWS], w: &[T], out: &mut [T; EDGE_ROWS * EDGE_COLS]) {
     let len = o[0].len();
     assert!(o.iter().all(|o| o.len() == len) && w.len() == EDGE_COLS * len);
     #[cfg(target_arch = "x86_64")]
-    if std::any::TypeId::of::<T>() == std::any::TypeId::of::<f32>()
-        && std::arch::is_x86_feature_detected!("avx512f")
-    {
+    if edge_kernel::<T>() {
         let f = |x: &[T]| x.as_ptr().cast::<f32>();
         let out = (out as *mut [T; EDGE_ROWS * EDGE_COLS]).cast::<[f32; EDGE_ROWS * EDGE_COLS]>();
         // SAFETY: `T` is `f32`; the assert above bounds every row read; the CPU has AVX-512.
@@ -151,8 +164,25 @@ fn edge_dots<T: Real>(o: [&[T]; EDGE_ROWS], w: &[T], out: &mut [T; EDGE_ROWS * E
     }
     for (r, o) in o.iter().enumerate() {
         for (j, w) in w.chunks_exact(len).enumerate() {
-            out[r * EDGE_COLS + j] = o.iter().zip(w).fold(T::ZERO, |a, (&o, &w)| o.mul_add(w, a));
+            out[r * EDGE_COLS + j] = dot(o, w);
         }
+    }
+}
+
+widest! {
+    /// `sum_k o[k] w[k]` in `LANES` interleaved lanes, then across them: `edge_dots`
+    /// where its AVX-512 kernel does not apply, vectorised (an `f32` build without
+    /// AVX-512 must not fall to scalar code where `gemm`'s edge kernel was vectors).
+    fn dot(o: &[T], w: &[T]) -> T {
+        let mut acc = [T::ZERO; LANES];
+        let (os, ws) = (o.chunks_exact(LANES), w.chunks_exact(LANES));
+        let rest = (os.remainder().iter().zip(ws.remainder())).fold(T::ZERO, |a, (&o, &w)| a + o * w);
+        for (o, w) in os.zip(ws) {
+            for ((a, &o), &w) in acc.iter_mut().zip(o).zip(w) {
+                *a += o * w;
+            }
+        }
+        acc.iter().fold(rest, |a, &b| a + b)
     }
 }
 
