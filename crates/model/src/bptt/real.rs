@@ -28,8 +28,6 @@ pub trait Real:
     fn ln(self) -> Self;
     fn sqrt(self) -> Self;
     fn tanh(self) -> Self;
-    /// `self * a + b`, rounded once: one instruction in `widest!`'s AVX2 and AVX-512 builds.
-    fn mul_add(self, a: Self, b: Self) -> Self;
     /// This thread's `kind` buffer pool for the type (`pool.rs`).
     fn pool(kind: Kind) -> PoolKey<Self>;
     /// `1 / (1 + e^-x)` as `(1 + tanh(x / 2)) / 2`, the autodiff engine's formula.
@@ -67,9 +65,6 @@ macro_rules! real_common {
         }
         fn sqrt(self) -> Self {
             <$t>::sqrt(self)
-        }
-        fn mul_add(self, a: Self, b: Self) -> Self {
-            <$t>::mul_add(self, a, b)
         }
         fn pool(kind: Kind) -> PoolKey<Self> {
             thread_local! {
