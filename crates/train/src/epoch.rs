@@ -167,7 +167,11 @@ pub fn train_epoch(
             scales,
             dropout: Some(&mut dropout),
         };
-        let step = trainer.step(input, clipping, lr)?;
+        let step = match engine {
+            // The host engine's step on one of rayon's workers (`on_workers`).
+            Engine::Fused => rnnlm_model::bptt::on_workers(|| trainer.step(input, clipping, lr))?,
+            Engine::Autodiff => trainer.step(input, clipping, lr)?,
+        };
         state = Some(step.state);
         let batch_loss: f64 = step.token_losses.into_data().iter::<f64>().sum();
         // A mean loss beyond ~709 nats is an infinite perplexity: diverged as surely as NaN.

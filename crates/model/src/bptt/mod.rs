@@ -38,7 +38,7 @@ use rayon::prelude::*;
 pub use cells::Cell;
 use panels::backward_in_panels;
 pub use panels::{PANEL, Panels, matmul_panels};
-pub use pool::{release, set_give_back};
+pub use pool::{on_workers, release, set_give_back};
 pub use real::{Mat, Real, matmul};
 use widest::add_into;
 pub use widest::sum_of_squares;
