@@ -1,17 +1,19 @@
 //! The decoder and its loss for one worker's rows: `O = X W_hq + b_q`, each row's softmax
-//! cross-entropy and its gradient `dO`, then `dW_hq`, `db_q` and `dX = dO W_hq^T`, over
-//! blocks of rows so that only one block of logits exists at a time.
+//! cross-entropy and its gradient `dO` written over `O`, `db_q` and `dX = dO W_hq^T`, over
+//! blocks of rows; then, once every worker is done, `dW_hq = X^T dO` over all workers'
+//! rows in blocks of columns across the threads (`weight_grad`).
+
+use rayon::prelude::*;
 
 use super::pool::Pool;
-use super::real::{GEMM_COLUMNS, gemm_into, prefetch};
+use super::real::{GEMM_COLUMNS, column_blocks, gemm_into, prefetch};
 use super::{Grads, Mat, Params, Real, matmul};
 
-/// The most rows per block of the decoder's softmax cross-entropy. Blocks are cut equal
-/// (900 rows: two of 450, not 768 + 132). Each block packs `W_hq` twice (its forward and
-/// `dO W_hq^T` products), and the `[V, r] x [r, H]` weight gradient runs slower the
-/// smaller `r`, so one thread's PTB minibatch (700 rows) is one block of 28 MB: its
-/// training on one core, two builds at once one per core, 10 rounds of 40 s, 350-row
-/// blocks vs one: 7 of 10 rounds faster, median +5% (0.96-1.15x).
+/// The most rows per block of the decoder's forward and `dO W_hq^T` products. Blocks are
+/// cut equal (900 rows: two of 450, not 768 + 132). Each block packs `W_hq` twice, so one
+/// thread's PTB minibatch (700 rows) is one block: its training on one core, two builds
+/// at once one per core, 10 rounds of 40 s, 350-row blocks vs one: 7 of 10 rounds
+/// faster, median +5% (0.96-1.15x).
 const DECODER_ROWS: usize = 768;
 
 /// Lanes of the softmax's row reductions: one AVX-512 vector of `f32`. With eight the
@@ -60,26 +62,27 @@ pub(super) struct Decoded<T> {
 }
 
 /// `X` is `[rows, H]`, `target(r)` row `r`'s next token, `mean` the factor of each row's
-/// loss in the minibatch's; `grads.W_hq` and `grads.b_q` receive the decoder's gradients.
+/// loss in the minibatch's; `O` (`[rows, V]`) receives `dO`, `grads.b_q` its column sums.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn decode<T: Real>(
     p: &Params<T>,
     X: &[T],
     target: impl Fn(usize) -> usize,
     mean: T,
     keep_logits: bool,
+    O: &mut [T],
     grads: &mut Grads<T>,
     pool: &mut Pool<T>,
 ) -> Decoded<T> {
     let (v, h) = (p.W_hq.cols, p.W_hq.rows);
     let tn = X.len() / h.max(1);
-    // O = X W_hq + b_q, softmax cross-entropy, and dO of the mean in the same buffer,
-    // over blocks of rows: one `[rows, V]` buffer, not `[T*n, V]` (28 MB for PTB), while
-    // each product still spans enough rows to run near the kernel's rate.
+    assert_eq!(O.len(), tn * v, "dO is [rows, V]");
+    // O = X W_hq + b_q, softmax cross-entropy, and dO of the mean in the same buffer, kept
+    // for `weight_grad`: the one `[T*B, V]` buffer of the minibatch across the workers.
     let mut logits = keep_logits.then(|| vec![T::ZERO; tn * v]);
     let mut losses = vec![T::ZERO; tn];
     let mut dX = pool.any(tn * h);
     let rows = tn.div_ceil(tn.div_ceil(DECODER_ROWS).max(1));
-    let mut O = pool.any(rows * v);
     // `W_hq`'s last `edge` rows, `[_, V]` row-major, zero rows up to whole groups.
     let edge = dx_edge::<T>(h);
     let main = h - edge;
@@ -91,7 +94,7 @@ pub(super) fn decode<T: Real>(
     for start in (0..tn).step_by(rows.max(1)) {
         let r = rows.min(tn - start);
         let (O, X) = (
-            &mut O[..r * v],
+            &mut O[start * v..(start + r) * v],
             Mat::row_major(&X[start * h..(start + r) * h], r, h),
         );
         // The bias added row by row while the row is in cache, not written over the
@@ -115,18 +118,37 @@ pub(super) fn decode<T: Real>(
             }
         }
         let dO = Mat::row_major(O, r, v);
-        matmul(&mut grads.W_hq, X.t(), dO, start > 0);
         let dX = &mut dX[start * h..(start + r) * h];
         gemm_into(dX, h, dO, p.W_hq.t().columns(0, main), false);
     }
     if let Some(w) = W_edge {
         pool.give(w);
     }
-    if tn == 0 {
-        grads.W_hq.fill(T::ZERO);
-    }
-    pool.give(O);
     Decoded { logits, losses, dX }
+}
+
+/// `dW = sum_c X_c^T dO_c` (`[H, V]`) over the workers' decoder inputs `X_c` (`[rows, H]`)
+/// and `dO_c` (`[rows, V]`), in blocks of columns, one per thread: each thread packs its
+/// columns of every `dO_c` once, and no worker's `[H, V]` gradient is summed after (8 MB
+/// for PTB, a pass of its own: 1.7% of a two-thread step).
+pub(super) fn weight_grad<T: Real>(dW: &mut [T], parts: &[(Mat<T>, Mat<T>)], threads: usize) {
+    let Some(&(_, first)) = parts.first() else {
+        return;
+    };
+    let v = first.cols;
+    // Bounds on whole `gemm` kernel widths, so that only the last block has an edge.
+    let blocks = threads.clamp(1, v.div_ceil(GEMM_COLUMNS).max(1));
+    let bounds: Vec<usize> = (0..=blocks)
+        .map(|i| (i * v / blocks).next_multiple_of(GEMM_COLUMNS).min(v))
+        .collect();
+    column_blocks(dW, v, &bounds)
+        .into_par_iter()
+        .for_each(|mut block| {
+            let cols = block.cols.clone();
+            for (c, (X, dO)) in parts.iter().enumerate() {
+                block.matmul(X.t(), dO.columns(cols.start, cols.end), c > 0);
+            }
+        });
 }
 
 /// Columns `main..h` of `dX = dO W_hq^T` for up to `EDGE_ROWS` rows of `dO` (`[_, V]`):

@@ -16,7 +16,8 @@
 //! Only `H_{t-1} W_hh` and `dA_t W_hh^T` are sequential: the input projections (a row
 //! lookup for one-hot input), the decoder and every weight gradient are one product each
 //! over all steps, and the batch rows are independent, so they split across threads with
-//! one sum at the end. Autodiff records and replays a dozen tensor ops per step instead;
+//! one sum at the end (and the decoder's `dW_hq`, the largest, over all rows at once in
+//! blocks of columns). Autodiff records and replays a dozen tensor ops per step instead;
 //! both are checked against the PyTorch fixtures and each other.
 
 #[macro_use]
@@ -152,16 +153,12 @@ pub struct Grads<T> {
 impl<T: Real> Grads<T> {
     /// Buffers for one worker's gradients, from `pool`: zeros where the worker adds
     /// into them (the biases), of any value where a product writes them whole; no
-    /// embedding (`rows::Part::embedded`).
+    /// embedding (`rows::Buffers::embedded`) and no `W_hq` (`decoder::weight_grad`).
     fn for_worker(p: &Params<T>, pool: &mut Pool<T>) -> Self {
         let mut whole = |m: Mat<T>| pool.any(m.rows * m.cols);
-        let (W_hq, layers) = (
-            whole(p.W_hq),
-            p.layers
-                .iter()
-                .map(|l| (whole(l.W_ih), whole(l.W_hh)))
-                .collect::<Vec<_>>(),
-        );
+        let layers: Vec<_> = (p.layers.iter())
+            .map(|l| (whole(l.W_ih), whole(l.W_hh)))
+            .collect();
         Self {
             embedding: None,
             layers: layers
@@ -174,7 +171,7 @@ impl<T: Real> Grads<T> {
                     b_hh: pool.zeros(l.b_hh.len()),
                 })
                 .collect(),
-            W_hq,
+            W_hq: Vec::new(),
             b_q: pool.zeros(p.b_q.len()),
         }
     }
@@ -198,7 +195,7 @@ impl<T: Real> Grads<T> {
         }
     }
 
-    /// `self += other` for a worker's gradients (which hold no embedding's).
+    /// `self += other` for a worker's gradients (which hold no embedding's or `W_hq`'s).
     fn add(&mut self, other: &Self) {
         let layers = self.layers.iter_mut().zip(&other.layers);
         let pairs = layers
@@ -210,8 +207,8 @@ impl<T: Real> Grads<T> {
                     (&mut a.b_hh, &b.b_hh),
                 ]
             })
-            .chain([(&mut self.W_hq, &other.W_hq), (&mut self.b_q, &other.b_q)]);
-        // Across the threads: the decoder's is `[H, V]`.
+            .chain([(&mut self.b_q, &other.b_q)]);
+        // Across the threads, each in chunks (the large char model's `W_hh` is 9 MB).
         let pairs: Vec<_> = pairs.collect();
         pairs.into_par_iter().for_each(|(a, b)| {
             a.par_chunks_mut(1 << 16)
@@ -363,9 +360,17 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
         p.embedding
             .map_or(0, |E| (bounds(c + 1) - bounds(c)) * steps * E.cols)
     };
-    let buffers: Vec<(Grads<T>, Vec<T>)> = pool::with_pool(Kind::Grads, |pool| {
+    let buffers: Vec<rows::Buffers<T>> = pool::with_pool(Kind::Grads, |pool| {
         (0..chunks)
-            .map(|c| (Grads::for_worker(&p, pool), pool.any(embedded(c))))
+            .map(|c| {
+                let tn = (bounds(c + 1) - bounds(c)) * steps;
+                rows::Buffers {
+                    grads: Grads::for_worker(&p, pool),
+                    embedded: pool.any(embedded(c)),
+                    decoder_input: pool.any(tn * h),
+                    dO: pool.any(tn * v),
+                }
+            })
             .collect()
     });
     let mut parts: Vec<rows::Part<T>> = buffers
@@ -378,7 +383,17 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
             pool::with_pool(Kind::Work, run)
         })
         .collect();
-    let mut grads = std::mem::replace(&mut parts[0].grads, Grads::empty());
+    let mut W_hq = pool::with_pool(Kind::Grads, |pool| pool.any(h * v));
+    let decoded: Vec<_> = (parts.iter().map(|part| &part.buffers))
+        .map(|b| {
+            let rows = b.decoder_input.len() / h;
+            let X = Mat::row_major(&b.decoder_input, rows, h);
+            (X, Mat::row_major(&b.dO, rows, v))
+        })
+        .collect();
+    decoder::weight_grad(&mut W_hq, &decoded, threads);
+    let mut grads = std::mem::replace(&mut parts[0].buffers.grads, Grads::empty());
+    grads.W_hq = W_hq;
     // The embedding's gradient: the rows of the input tokens, every worker's added in
     // worker and row order.
     grads.embedding = p.embedding.map(|E| {
@@ -388,7 +403,7 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
         let mut values = pool::with_pool(Kind::Grads, |pool| pool.zeros(ids.len() * E.cols));
         for (c, part) in parts.iter().enumerate() {
             let (lo, n) = (bounds(c), bounds(c + 1) - bounds(c));
-            for (r, d) in part.embedded.chunks_exact(E.cols).enumerate() {
+            for (r, d) in part.buffers.embedded.chunks_exact(E.cols).enumerate() {
                 let x = token_at(batch.X, steps, lo..lo + n, r);
                 let i = ids.binary_search(&x).expect("an input token");
                 add_into(&mut values[i * E.cols..(i + 1) * E.cols], d);
@@ -423,14 +438,17 @@ pub fn forward_backward<T: Real>(p: Params<T>, batch: &Minibatch<T>, threads: us
             }
         }
         if c > 0 {
-            grads.add(&part.grads);
+            grads.add(&part.buffers.grads);
         }
     }
     pool::with_pool(Kind::Grads, |pool| {
         // The first part's gradients are the result (`Grads::empty` left in its place).
         for part in parts {
-            pool.give(part.embedded);
-            part.grads.give(pool);
+            let b = part.buffers;
+            [b.embedded, b.decoder_input, b.dO]
+                .into_iter()
+                .for_each(|buffer| pool.give(buffer));
+            b.grads.give(pool);
         }
         prepared.into_iter().for_each(|w| w.give(pool));
     });

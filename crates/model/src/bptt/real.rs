@@ -293,20 +293,31 @@ pub(super) const GEMM_COLUMNS: usize = 64;
 
 /// `c = a b` (`accumulate`: `c += a b`) where `c`'s rows are `c_rs` apart.
 pub(super) fn gemm_into<T: Real>(c: &mut [T], c_rs: usize, a: Mat<T>, b: Mat<T>, accumulate: bool) {
+    let (m, n) = (a.rows, b.cols);
+    assert!(
+        m == 0 || n == 0 || (n <= c_rs && (m - 1) * c_rs + n <= c.len()),
+        "the product's [{m}, {n}] destination"
+    );
+    // SAFETY: the assert keeps every element of the destination inside `c`.
+    unsafe { gemm_raw(c.as_mut_ptr(), c_rs, a, b, accumulate) }
+}
+
+/// `gemm_into` through a pointer.
+///
+/// SAFETY: `c` addresses `[a.rows, b.cols]` elements with rows `c_rs` apart, which no
+/// one else reads or writes meanwhile.
+unsafe fn gemm_raw<T: Real>(c: *mut T, c_rs: usize, a: Mat<T>, b: Mat<T>, accumulate: bool) {
     let (m, k, n) = (a.rows, a.cols, b.cols);
     assert_eq!(k, b.rows, "inner dimensions of a product");
     if m == 0 || n == 0 {
         return;
     }
-    assert!(
-        n <= c_rs && (m - 1) * c_rs + n <= c.len(),
-        "the product's [{m}, {n}] destination"
-    );
     if k == 0 {
         if !accumulate {
-            c.chunks_mut(c_rs)
-                .take(m)
-                .for_each(|row| row[..n].fill(T::ZERO));
+            for r in 0..m {
+                // SAFETY: row `r` of the destination (the caller's promise).
+                unsafe { std::slice::from_raw_parts_mut(c.add(r * c_rs), n) }.fill(T::ZERO);
+            }
         }
         return;
     }
@@ -315,16 +326,16 @@ pub(super) fn gemm_into<T: Real>(c: &mut [T], c_rs: usize, a: Mat<T>, b: Mat<T>,
         assert!(last < x.data.len(), "a matrix view past its data");
     }
     let s = |v: usize| v as isize;
-    // SAFETY: the asserts above keep every addressed element inside `a`, `b` and `c`.
-    // `gemm` (faer's, which Burn's flex backend multiplies with too) computes
-    // `dst = alpha dst + beta lhs rhs` with column and row strides, reading `dst` only
-    // when asked to.
+    // SAFETY: the assert above keeps every element read inside `a` and `b`, the caller
+    // every element written. `gemm` (faer's, which Burn's flex backend multiplies with
+    // too) computes `dst = alpha dst + beta lhs rhs` with column and row strides,
+    // reading `dst` only when asked to.
     unsafe {
         gemm::gemm(
             m,
             n,
             k,
-            c.as_mut_ptr(),
+            c,
             1,
             s(c_rs),
             accumulate,
@@ -341,6 +352,57 @@ pub(super) fn gemm_into<T: Real>(c: &mut [T], c_rs: usize, a: Mat<T>, b: Mat<T>,
             false,
             gemm::Parallelism::None,
         )
+    }
+}
+
+/// Columns `c0..c1` of a row-major matrix, which one thread writes while others write
+/// the rest of each row (`column_blocks`).
+pub(super) struct ColumnBlock<'a, T> {
+    first: *mut T,
+    rows: usize,
+    rs: usize,
+    pub cols: std::ops::Range<usize>,
+    _matrix: std::marker::PhantomData<&'a mut [T]>,
+}
+
+// SAFETY: a block is the only handle on its elements (`column_blocks` cuts them apart).
+unsafe impl<T: Send> Send for ColumnBlock<'_, T> {}
+
+/// The row-major `c` (`[_, cols]`) cut into the column blocks between consecutive
+/// `bounds` (ascending, the first 0, the last `cols`).
+pub(super) fn column_blocks<'a, T: Real>(
+    c: &'a mut [T],
+    cols: usize,
+    bounds: &[usize],
+) -> Vec<ColumnBlock<'a, T>> {
+    let rows = c.len() / cols.max(1);
+    assert_eq!(c.len(), rows * cols, "a matrix of {cols} columns");
+    assert!(bounds.first() == Some(&0) && bounds.last() == Some(&cols));
+    assert!(bounds.is_sorted(), "ascending column bounds");
+    let first = c.as_mut_ptr();
+    (bounds.windows(2))
+        .map(|w| ColumnBlock {
+            // SAFETY: `w[0] <= cols`, so at most one past the end of `c`.
+            first: unsafe { first.add(w[0].min(c.len())) },
+            rows,
+            rs: cols,
+            cols: w[0]..w[1],
+            _matrix: std::marker::PhantomData,
+        })
+        .collect()
+}
+
+impl<T: Real> ColumnBlock<'_, T> {
+    /// `block = a b` (`accumulate`: `block += a b`).
+    pub fn matmul(&mut self, a: Mat<T>, b: Mat<T>, accumulate: bool) {
+        assert!(
+            a.rows == self.rows && b.cols == self.cols.len(),
+            "a [{}, {}] block",
+            self.rows,
+            self.cols.len()
+        );
+        // SAFETY: the block's elements, which only this handle addresses.
+        unsafe { gemm_raw(self.first, self.rs, a, b, accumulate) }
     }
 }
 

@@ -18,12 +18,22 @@ pub(super) struct Part<T> {
     /// The final state of each layer, `[num_layers, n, H]`.
     pub H: Vec<T>,
     pub C: Option<Vec<T>>,
-    /// The gradients of every weight but the embedding's, in the caller's buffers.
+    pub buffers: Buffers<T>,
+}
+
+/// The caller's buffers, which a worker fills and hands back in its `Part` (buffers of
+/// its own pool that left it every minibatch would be allocated afresh every minibatch).
+pub(super) struct Buffers<T> {
+    /// The gradients of every weight but the embedding's and `W_hq`'s.
     pub grads: Grads<T>,
     /// The gradient reaching the embedded rows (with an embedding), `[T*n, E]` in local
     /// row order: added into the embedding's gradient once, after all workers, instead
-    /// of into a `[V, E]` buffer per worker. In the caller's buffer, as `grads`.
+    /// of into a `[V, E]` buffer per worker.
     pub embedded: Vec<T>,
+    /// The decoder's input `[T*n, H]` and `dO` `[T*n, V]`, for `dW_hq` over all the
+    /// workers' rows at once (`decoder::weight_grad`).
+    pub decoder_input: Vec<T>,
+    pub dO: Vec<T>,
 }
 
 /// What the forward pass of one layer keeps for its backward pass.
@@ -70,9 +80,15 @@ pub(super) fn run<T: Real>(
     batch: &Minibatch<T>,
     range: Range<usize>,
     mean: T,
-    (mut grads, mut embedded): (Grads<T>, Vec<T>),
+    mut buffers: Buffers<T>,
     pool: &mut Pool<T>,
 ) -> Part<T> {
+    let Buffers {
+        grads,
+        embedded,
+        decoder_input,
+        dO,
+    } = &mut buffers;
     let (h, steps, cell) = (p.W_hq.rows, batch.num_steps, p.cell);
     let (gh, depth) = (cell.gates() * h, p.layers.len());
     let (lo, n) = (range.start, range.len());
@@ -177,7 +193,12 @@ pub(super) fn run<T: Real>(
             cell.forward(h, G_t, &gh_t, step);
         }
         pool.give(gh_t);
-        let mut next = pool.copy(&H[block..]);
+        // The last layer's output into the caller's buffer: the decoder's input.
+        let mut next = match l + 1 < depth {
+            true => pool.any(tn * h),
+            false => std::mem::take(decoder_input),
+        };
+        next.copy_from_slice(&H[block..]);
         if l + 1 < depth {
             times(&mut next, l + 1);
         }
@@ -202,7 +223,8 @@ pub(super) fn run<T: Real>(
         |r| token(batch.Y, r),
         mean,
         batch.keep_logits,
-        &mut grads,
+        dO,
+        grads,
         pool,
     );
     times(&mut dY, depth);
@@ -310,14 +332,14 @@ pub(super) fn run<T: Real>(
             // request of its size a `[rows, V]` block, then allocate that block afresh
             // (14 MB and a memset a PTB minibatch).
             let mut dX = match l {
-                0 => std::mem::take(&mut embedded),
+                0 => std::mem::take(embedded),
                 _ => pool.any(tn * width),
             };
             assert_eq!(dX.len(), tn * width, "the embedded rows' gradient buffer");
             matmul(&mut dX, dG, Mat::row_major(&w.W_ih_T, gh, width), false);
             times(&mut dX, l);
             match l {
-                0 => embedded = dX,
+                0 => *embedded = dX,
                 _ => pool.give(std::mem::replace(&mut dY, dX)),
             }
         }
@@ -325,17 +347,17 @@ pub(super) fn run<T: Real>(
             .into_iter()
             .for_each(|b| pool.give(b));
     }
+    *decoder_input = X;
     let last = |s: &[T]| s[steps * block..].to_vec();
     let part = Part {
         logits,
         losses,
         H: kept.iter().flat_map(|k| last(&k.H)).collect(),
         C: (!kept[0].C.is_empty()).then(|| kept.iter().flat_map(|k| last(&k.C)).collect()),
-        grads,
-        embedded,
+        buffers,
     };
     let kept = kept.into_iter().flat_map(Kept::buffers);
-    kept.chain([X, dY]).for_each(|b| pool.give(b));
+    kept.chain([dY]).for_each(|b| pool.give(b));
     part
 }
 
