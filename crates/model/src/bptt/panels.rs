@@ -198,29 +198,27 @@ mod kernel {
         }
     }
 
-    /// The `m` rows in tiles of `ROWS`, then one of the rest, `V` vectors wide (the last
-    /// masked if `PARTIAL`).
+    /// The `m` rows in as few tiles as `ROWS` allows, of equal sizes (10 rows: 5 + 5, not
+    /// 8 + 2, whose 6 accumulators wait on their fused multiply-adds' latency), `V`
+    /// vectors wide (the last masked if `PARTIAL`).
     #[inline(always)]
     unsafe fn tiles<const V: usize, const PARTIAL: bool>(m: usize, o: Operands) {
-        // SAFETY: as `product`'s.
-        unsafe {
-            let mut r = 0;
-            while r + ROWS <= m {
-                tile::<ROWS, V, PARTIAL>(o.at_row(r));
-                r += ROWS;
-            }
-            if r == m {
-                return; // (row `m` may lie past `c`'s end)
-            }
-            let o = o.at_row(r);
-            match m - r {
-                1 => tile::<1, V, PARTIAL>(o),
-                2 => tile::<2, V, PARTIAL>(o),
-                3 => tile::<3, V, PARTIAL>(o),
-                4 => tile::<4, V, PARTIAL>(o),
-                5 => tile::<5, V, PARTIAL>(o),
-                6 => tile::<6, V, PARTIAL>(o),
-                _ => tile::<7, V, PARTIAL>(o),
+        let count = m.div_ceil(ROWS);
+        for i in 0..count {
+            let (r, end) = (i * m / count, (i + 1) * m / count);
+            // SAFETY: as `product`'s; rows `r..end` are within `a` and `c`.
+            unsafe {
+                let o = o.at_row(r);
+                match end - r {
+                    1 => tile::<1, V, PARTIAL>(o),
+                    2 => tile::<2, V, PARTIAL>(o),
+                    3 => tile::<3, V, PARTIAL>(o),
+                    4 => tile::<4, V, PARTIAL>(o),
+                    5 => tile::<5, V, PARTIAL>(o),
+                    6 => tile::<6, V, PARTIAL>(o),
+                    7 => tile::<7, V, PARTIAL>(o),
+                    _ => tile::<ROWS, V, PARTIAL>(o),
+                }
             }
         }
     }
