@@ -157,11 +157,10 @@ mod tests {
     use super::*;
     use crate::dataset;
 
-    fn temp_dir(tag: &str) -> PathBuf {
-        let dir = std::env::temp_dir().join(format!("rnnlm-fetch-{tag}-{}", std::process::id()));
-        let _ = fs::remove_dir_all(&dir);
-        fs::create_dir_all(&dir).unwrap();
-        dir
+    /// A fresh directory, removed when the test ends.
+    fn temp_dir(tag: &str) -> tempfile::TempDir {
+        let prefix = format!("rnnlm-fetch-{tag}-");
+        tempfile::Builder::new().prefix(&prefix).tempdir().unwrap()
     }
 
     #[test]
@@ -172,10 +171,11 @@ mod tests {
 
     #[test]
     fn mirror_with_wrong_bytes_is_an_error_naming_file_and_both_sha1s() {
-        let mirror = temp_dir("bad");
+        let dir = temp_dir("bad");
+        let mirror = dir.path();
         fs::write(mirror.join("timemachine.txt"), "not the time machine").unwrap();
         let dirs = DataDirs {
-            mirror: Some(mirror.clone()),
+            mirror: Some(mirror.to_path_buf()),
             cache: mirror.join("cache"),
         };
         let err = fetch_dataset(dataset("time-machine").unwrap(), &dirs).unwrap_err();
@@ -191,6 +191,7 @@ mod tests {
     #[test]
     fn cache_is_used_when_the_mirror_lacks_the_file_and_is_verified_too() {
         let dir = temp_dir("cache");
+        let dir = dir.path();
         fs::create_dir_all(dir.join("cache")).unwrap();
         fs::write(dir.join("cache").join("jaychou_lyrics.txt.zip"), "tampered").unwrap();
         let dirs = DataDirs {
@@ -204,6 +205,7 @@ mod tests {
     #[test]
     fn shipped_datasets_need_no_mirror_and_the_others_say_how_to_provide_them() {
         let dir = temp_dir("offline");
+        let dir = dir.path();
         let dirs = DataDirs {
             mirror: Some(dir.join("no-such-mirror")),
             cache: dir.join("cache"),

@@ -59,10 +59,8 @@ mod tests {
 
     #[test]
     fn written_files_are_readable_by_others_and_keep_their_mode() {
-        let dir = std::env::temp_dir().join(format!("rnnlm-files-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("a.txt");
-        let _ = std::fs::remove_file(&path);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.txt");
         super::atomic_write(&path, b"one").unwrap();
         let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode(&path), 0o644);

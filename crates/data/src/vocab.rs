@@ -182,9 +182,8 @@ mod tests {
     #[test]
     fn json_round_trip_and_validation() {
         let v = Vocab::new("a b b".split(' '), 0, &[]);
-        let dir = std::env::temp_dir().join(format!("rnnlm-vocab-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let path = dir.join("vocab.json");
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("vocab.json");
         v.save(&path).unwrap();
         assert_eq!(Vocab::load(&path).unwrap(), v);
         std::fs::write(&path, r#"{"idx_to_token":["a","<unk>"],"token_freqs":[]}"#).unwrap();

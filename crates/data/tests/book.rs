@@ -148,8 +148,8 @@ fn bad_input_is_a_clear_error() {
     .unwrap_err();
     assert!(err.to_string().contains("time-machine"), "{err}");
 
-    let tmp = std::env::temp_dir().join(format!("rnnlm-data-bad-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path();
     let missing = CorpusSource::File {
         path: tmp.join("missing.txt"),
         valid: None,
@@ -196,8 +196,8 @@ fn bad_input_is_a_clear_error() {
 
 #[test]
 fn user_file_corpus_works() {
-    let tmp = std::env::temp_dir().join(format!("rnnlm-data-own-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let tmp = dir.path();
     std::fs::write(tmp.join("own.txt"), "Hello, hello world!\n").unwrap();
     let own = CorpusSource::File {
         path: tmp.join("own.txt"),
