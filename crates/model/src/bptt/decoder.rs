@@ -130,7 +130,8 @@ pub(super) fn decode<T: Real>(
 /// `dW = sum_c X_c^T dO_c` (`[H, V]`) over the workers' decoder inputs `X_c` (`[rows, H]`)
 /// and `dO_c` (`[rows, V]`), in blocks of columns, one per thread: each thread packs its
 /// columns of every `dO_c` once, and no worker's `[H, V]` gradient is summed after (8 MB
-/// for PTB, a pass of its own: 1.7% of a two-thread step).
+/// for PTB: the sums after the workers took 0.82 ms of a 47.3 ms two-thread step with
+/// it, 0.36 ms without).
 pub(super) fn weight_grad<T: Real>(dW: &mut [T], parts: &[(Mat<T>, Mat<T>)], threads: usize) {
     let Some(&(_, first)) = parts.first() else {
         return;

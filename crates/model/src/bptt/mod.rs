@@ -208,7 +208,7 @@ impl<T: Real> Grads<T> {
                 ]
             })
             .chain([(&mut self.b_q, &other.b_q)]);
-        // Across the threads, each in chunks (the large char model's `W_hh` is 9 MB).
+        // Across the threads, each in chunks, so that no one gradient is one thread's task.
         let pairs: Vec<_> = pairs.collect();
         pairs.into_par_iter().for_each(|(a, b)| {
             a.par_chunks_mut(1 << 16)
