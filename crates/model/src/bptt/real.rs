@@ -375,15 +375,15 @@ pub(super) fn column_blocks<'a, T: Real>(
     cols: usize,
     bounds: &[usize],
 ) -> Vec<ColumnBlock<'a, T>> {
-    let rows = c.len() / cols.max(1);
-    assert_eq!(c.len(), rows * cols, "a matrix of {cols} columns");
+    let (len, rows) = (c.len(), c.len() / cols.max(1));
+    assert_eq!(len, rows * cols, "a matrix of {cols} columns");
     assert!(bounds.first() == Some(&0) && bounds.last() == Some(&cols));
     assert!(bounds.is_sorted(), "ascending column bounds");
     let first = c.as_mut_ptr();
     (bounds.windows(2))
         .map(|w| ColumnBlock {
             // SAFETY: `w[0] <= cols`, so at most one past the end of `c`.
-            first: unsafe { first.add(w[0].min(c.len())) },
+            first: unsafe { first.add(w[0].min(len)) },
             rows,
             rs: cols,
             cols: w[0]..w[1],
