@@ -134,9 +134,9 @@ impl HostParams {
 
 /// One parameter's gradient on the host: whole, or the rows of it that can be nonzero
 /// (the embedding's: an optimizer that moves only what has a gradient, SGD, updates
-/// those alone), or its transpose (the decoder's, which the kernel multiplies in the
-/// book's orientation: SGD reads it transposed tile by tile, where a transposed copy
-/// was 8 MB written and read back a PTB minibatch).
+/// those alone), or its transpose (the decoder's and the layers' weights', which the
+/// kernel multiplies in the book's orientation: SGD reads them transposed tile by tile,
+/// where a transposed copy was 8 MB written and read back a PTB minibatch).
 pub(crate) enum HostGrad<T> {
     Whole(Vec<T>),
     Rows(RowGrads<T>),
@@ -353,9 +353,14 @@ impl Run<'_> {
         use HostGrad::{Rows, Transposed, Whole};
         let mut by_name: HashMap<String, HostGrad<T>> = HashMap::new();
         let mut put = |name: &String, g: HostGrad<T>| by_name.insert(name.clone(), g);
+        // The book's `[in, G*H]`: PyTorch's `[G*H, in]` transposed.
+        let book = |values: Vec<T>| match names.transposed {
+            true => Transposed { values, rows: gh },
+            false => Whole(values),
+        };
         for (l, layer) in g.layers.into_iter().enumerate() {
-            put(&names.W_ih[l], Whole(layer.W_ih));
-            put(&names.W_hh[l], Whole(layer.W_hh));
+            put(&names.W_ih[l], book(layer.W_ih));
+            put(&names.W_hh[l], book(layer.W_hh));
             put(&names.b_ih[l], Whole(layer.b_ih));
             if let Some(b_hh) = &names.b_hh {
                 put(&b_hh[l], Whole(layer.b_hh));

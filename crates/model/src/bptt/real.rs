@@ -218,12 +218,6 @@ impl<'a, T: Real> Mat<'a, T> {
         self.data[r * self.rs + c * self.cs]
     }
 
-    /// Whether the data is the row-major transpose of the view (PyTorch's `[out, in]`
-    /// weights seen as the book's `[in, out]`); a single row or column is both.
-    pub fn stored_transposed(&self) -> bool {
-        self.cs != 1
-    }
-
     /// The matrix row-major: borrowed where it already is, else a copy (products read
     /// contiguous rows faster than strided ones).
     pub fn contiguous(&self) -> Cow<'a, [T]> {

@@ -234,7 +234,6 @@ pub(super) fn run<T: Real>(
     let separate = cell.separate_hidden_gates();
     for l in (0..depth).rev() {
         let (k, w, g) = (&mut kept[l], &prepared[l], &mut grads.layers[l]);
-        let layer = &p.layers[l];
         // The gates' gradient, written over the gates step by step (`cells.rs`).
         let dG = &mut k.G;
         let mut dGH = pool.zeros(if separate { tn * gh } else { 0 });
@@ -300,33 +299,21 @@ pub(super) fn run<T: Real>(
         let dGH_or_dG = if separate { &dGH } else { dG };
         let H_prev = Mat::row_major(&k.H[..tn * h], tn, h);
         let dA = Mat::row_major(dGH_or_dG, tn, gh);
-        weight_grad(&mut g.W_hh, layer.W_hh, H_prev.t(), dA, pool);
+        matmul(&mut g.W_hh, H_prev.t(), dA, false);
         if !separate {
             g.b_hh.copy_from_slice(&g.b_ih); // `b_hh` enters where `b_ih` does
         }
         if k.X.is_empty() {
             // Rows of `[V, G*H]` looked up forward, so added to backward in that layout.
-            let mut dW = pool.zeros(g.W_ih.len());
+            g.W_ih.fill(T::ZERO);
             for (r, d) in dG.chunks_exact(gh).enumerate() {
                 let x = token(batch.X, r);
-                add_into(&mut dW[x * gh..(x + 1) * gh], d);
+                add_into(&mut g.W_ih[x * gh..(x + 1) * gh], d);
             }
-            let book = Mat::row_major(&dW, layer.W_ih.rows, gh);
-            match layer.W_ih.stored_transposed() {
-                true => book.t().write_row_major(&mut g.W_ih),
-                false => g.W_ih.copy_from_slice(&dW),
-            }
-            pool.give(dW);
         } else {
             let dG = Mat::row_major(dG, tn, gh);
             let width = k.X.len() / tn;
-            weight_grad(
-                &mut g.W_ih,
-                layer.W_ih,
-                Mat::row_major(&k.X, tn, width).t(),
-                dG,
-                pool,
-            );
+            matmul(&mut g.W_ih, Mat::row_major(&k.X, tn, width).t(), dG, false);
             // The first layer's into the caller's buffer: it leaves this thread, and a
             // buffer of this pool's that left every minibatch made the pool hand the next
             // request of its size a `[rows, V]` block, then allocate that block afresh
@@ -359,22 +346,4 @@ pub(super) fn run<T: Real>(
     let kept = kept.into_iter().flat_map(Kept::buffers);
     kept.chain([dY]).for_each(|b| pool.give(b));
     part
-}
-
-/// `dW = a b` for a weight `W` (`a = X^T`, `b = dG`), laid out as `W` is stored. Always
-/// multiplied in the book's orientation, `X^T dG`, which `gemm` runs faster than `dG^T X`
-/// into PyTorch's `[out, in]` (one core, medians of 30 alternating rounds: the large char
-/// model's `[384, 2048] x [2048, 1536]` 110 vs 102 GFLOP/s, PTB's `[200, 700] x [700,
-/// 800]` 90 vs 78), then transposed for PyTorch's layout through a pooled buffer.
-fn weight_grad<T: Real>(dW: &mut [T], W: Mat<T>, a: Mat<T>, b: Mat<T>, pool: &mut Pool<T>) {
-    if W.stored_transposed() {
-        let mut book = pool.any(dW.len());
-        matmul(&mut book, a, b, false);
-        Mat::row_major(&book, a.rows, b.cols)
-            .t()
-            .write_row_major(dW);
-        pool.give(book);
-    } else {
-        matmul(dW, a, b, false);
-    }
 }
