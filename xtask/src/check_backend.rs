@@ -130,7 +130,9 @@ pub fn run(args: &CheckArgs) -> Result<()> {
 
 type Cli<'a> = &'a dyn Fn(&[String]) -> Result<String>;
 
-/// The checks of one backend: `xtask` runs the CLI on it, `flex` on flex.
+/// The checks of one backend: `xtask` runs the CLI on it, `flex` on flex. Their files go
+/// to `rnnlm-check-<feature>` in the temp directory, removed once every check passed
+/// (kept for a look when one fails).
 fn check(backend: Backend, xtask: Cli, flex: Cli) -> Result<()> {
     let feature = backend.feature().expect("not flex");
     let strings = |args: &[&str]| args.iter().map(|a| a.to_string()).collect::<Vec<_>>();
@@ -274,5 +276,7 @@ fn check(backend: Backend, xtask: Cli, flex: Cli) -> Result<()> {
     println!(
         "{feature}: parity fixtures (both engines), two epochs equal to flex's, and the same greedy and sampled text on both from checkpoints trained on either"
     );
+    std::fs::remove_dir_all(&out)
+        .with_context(|| format!("removing the checks' files in {}", out.display()))?;
     Ok(())
 }
