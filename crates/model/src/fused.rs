@@ -347,20 +347,20 @@ impl Run<'_> {
             bptt::recycle(m.inputs.into_iter().flatten().chain([m.output]));
         }
 
-        // Gradients back under the parameters' names (the layers' already in their
-        // stored orientation).
+        // Gradients back under the parameters' names, the weights' in the book's
+        // orientation.
         let g = out.grads;
         use HostGrad::{Rows, Transposed, Whole};
         let mut by_name: HashMap<String, HostGrad<T>> = HashMap::new();
         let mut put = |name: &String, g: HostGrad<T>| by_name.insert(name.clone(), g);
-        // The book's `[in, G*H]`: PyTorch's `[G*H, in]` transposed.
-        let book = |values: Vec<T>| match names.transposed {
-            true => Transposed { values, rows: gh },
+        // A weight's gradient `[in, out]`, the book's: PyTorch's `[out, in]` transposed.
+        let book = |values: Vec<T>, out: usize| match names.transposed {
+            true => Transposed { values, rows: out },
             false => Whole(values),
         };
         for (l, layer) in g.layers.into_iter().enumerate() {
-            put(&names.W_ih[l], book(layer.W_ih));
-            put(&names.W_hh[l], book(layer.W_hh));
+            put(&names.W_ih[l], book(layer.W_ih, gh));
+            put(&names.W_hh[l], book(layer.W_hh, gh));
             put(&names.b_ih[l], Whole(layer.b_ih));
             if let Some(b_hh) = &names.b_hh {
                 put(&b_hh[l], Whole(layer.b_hh));
@@ -368,15 +368,7 @@ impl Run<'_> {
         }
         match (&names.W_hq, &names.embedding, g.embedding) {
             (Some(name), _, embedding) => {
-                let W_hq = if names.transposed {
-                    Transposed {
-                        values: g.W_hq,
-                        rows: v,
-                    }
-                } else {
-                    Whole(g.W_hq)
-                };
-                put(name, W_hq);
+                put(name, book(g.W_hq, v));
                 if let (Some(name), Some(grad)) = (&names.embedding, embedding) {
                     put(name, Rows(grad));
                 }
